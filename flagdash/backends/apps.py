@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BackendsConfig(AppConfig):
+    name = "flagdash.backends"
+    label = "backends"

@@ -1,0 +1,851 @@
+"""Every write to applications, environments, flags, settings and versions.
+
+Each public function is one durable transaction: it checks the actor's permission, validates,
+writes, and records the audit event inside the same transaction. ``actor=None`` means a trusted
+system caller (a management command or the demo seeder); web and API callers always pass the user.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from flagdash.accounts import permissions
+from flagdash.audit.models import Action, AuditEvent
+from flagdash.audit.services import audit_record
+from flagdash.backends.models import BackendConnection, BackendKind
+from flagdash.core.canonical import canonical_json, sha256_hex
+from flagdash.core.diff import Change, diff
+from flagdash.flags import documents, validation
+from flagdash.flags.models import (
+    Application,
+    ConfigVersion,
+    Environment,
+    Flag,
+    FlagAttribute,
+    FlagKind,
+    FlagSetting,
+    Tag,
+    ValueType,
+    attribute_name_validator,
+    key_validator,
+    tag_validator,
+)
+
+User = get_user_model()
+MAX_TAGS = 20
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangeSince:
+    """One save that happened after the revision a user was editing."""
+
+    actor_name: str
+    occurred_at: dt.datetime
+    revision: int | None
+    changes: list[Change]
+
+
+@dataclass
+class RevisionConflict(Exception):
+    """Someone saved the setting after the revision the caller started from."""
+
+    setting: FlagSetting
+    expected_revision: int
+    changes_since: list[ChangeSince] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        who = sorted({c.actor_name or "someone" for c in self.changes_since}) or ["someone"]
+        return (
+            f"{', '.join(who)} changed {self.setting.flag.key} in {self.setting.environment.name} "
+            f"since you opened it (revision {self.expected_revision} → {self.setting.revision}). "
+            "Nothing was saved: review their change and save again."
+        )
+
+    @property
+    def code(self) -> str:
+        return "revision_conflict"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _check(actor: Any, check: Callable[..., None], *args: Any) -> None:
+    if actor is not None:
+        check(actor, *args)
+
+
+def _field_error(field_name: str, message: str, code: str) -> ValidationError:
+    return ValidationError({field_name: ValidationError(message, code=code)})
+
+
+def _validate_key(key: str, field_name: str = "key") -> None:
+    try:
+        key_validator(key)
+    except ValidationError as exc:
+        raise ValidationError({field_name: exc}) from exc
+
+
+def _clean_text(value: str, field_name: str, *, limit: int, required: bool = False) -> str:
+    value = (value or "").strip()
+    if required and not value:
+        raise _field_error(field_name, "This field is required.", "required")
+    if len(value) > limit:
+        raise _field_error(
+            field_name, f"At most {limit} characters (this is {len(value)}).", "too_long"
+        )
+    if "\x00" in value:
+        raise _field_error(field_name, "Contains a NUL character.", "invalid")
+    return value
+
+
+def _clean_name(value: str, field_name: str = "name", limit: int = 64) -> str:
+    value = _clean_text(value, field_name, limit=limit, required=True)
+    if "\n" in value or "\r" in value:
+        raise _field_error(field_name, "A name is a single line.", "invalid")
+    return value
+
+
+def flag_snapshot(flag: Flag) -> dict[str, Any]:
+    return {
+        "key": flag.key,
+        "name": flag.name,
+        "description": flag.description,
+        "kind": flag.kind,
+        "value_type": flag.value_type,
+        "short_term": flag.short_term,
+        "owner": flag.owner.get_username() if flag.owner_id and flag.owner else None,
+        "remove_by": flag.remove_by.isoformat() if flag.remove_by else None,
+        "tags": sorted(t.name for t in flag.tags.all()),
+        "archived": flag.archived_at is not None,
+    }
+
+
+def setting_snapshot(setting: FlagSetting) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {
+        "enabled": setting.enabled,
+        "attribute_values": dict(setting.attribute_values),
+        "revision": setting.revision,
+    }
+    if setting.flag.is_multivariant:
+        snapshot["variants"] = list(setting.variants)
+        snapshot["default_variant"] = setting.default_variant
+    return snapshot
+
+
+def attribute_snapshot(attr: FlagAttribute) -> dict[str, Any]:
+    return {"name": attr.name, **documents.attribute_definition(attr)}
+
+
+def builtin_backend() -> BackendConnection:
+    backend, _ = BackendConnection.objects.get_or_create(
+        name="Built-in", defaults={"kind": BackendKind.LOCAL}
+    )
+    return backend
+
+
+def _tags(application: Application, names: Iterable[str]) -> list[Tag]:
+    cleaned = sorted({n.strip().lower() for n in names if n and n.strip()})
+    if len(cleaned) > MAX_TAGS:
+        raise _field_error("tags", f"At most {MAX_TAGS} tags.", "too_many")
+    for name in cleaned:
+        try:
+            tag_validator(name)
+        except ValidationError as exc:
+            raise _field_error("tags", f"“{name}”: {exc.messages[0]}", "invalid_tag") from exc
+    existing = {t.name: t for t in Tag.objects.filter(application=application, name__in=cleaned)}
+    missing = [Tag(application=application, name=n) for n in cleaned if n not in existing]
+    if missing:
+        Tag.objects.bulk_create(missing, ignore_conflicts=True)
+        existing = {
+            t.name: t for t in Tag.objects.filter(application=application, name__in=cleaned)
+        }
+    return [existing[n] for n in cleaned]
+
+
+def _owner(owner: Any) -> Any:
+    if owner is None or owner == "":
+        return None
+    if isinstance(owner, User):
+        return owner
+    found = User.objects.filter(username=owner, is_active=True).first()
+    if found is None:
+        raise _field_error("owner", f"No active user named “{owner}”.", "unknown_user")
+    return found
+
+
+def _default_variants(value_type: str) -> tuple[list[dict[str, Any]], str]:
+    defaults: dict[str, list[dict[str, Any]]] = {
+        ValueType.STRING: [{"name": "control", "value": "control"}, {"name": "treatment", "value": "treatment"}],
+        ValueType.INTEGER: [{"name": "zero", "value": 0}, {"name": "one", "value": 1}],
+        ValueType.FLOAT: [{"name": "zero", "value": 0.0}, {"name": "one", "value": 1.0}],
+        ValueType.OBJECT: [{"name": "empty", "value": {}}],
+    }
+    variants = defaults[value_type]
+    return variants, variants[0]["name"]
+
+
+# --- applications and environments ----------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def application_create(*, actor: Any, key: str, name: str, description: str = "") -> Application:
+    _check(actor, permissions.require_admin)
+    _validate_key(key)
+    name = _clean_name(name, limit=100)
+    description = _clean_text(description, "description", limit=1024)
+    if Application.objects.filter(key=key).exists():
+        raise _field_error("key", f"An application with key “{key}” already exists.", "duplicate")
+    try:
+        with transaction.atomic():
+            app = Application.objects.create(key=key, name=name, description=description)
+    except IntegrityError as exc:
+        raise _field_error("key", f"An application with key “{key}” already exists.", "duplicate") from exc
+    audit_record(
+        actor=actor,
+        action=Action.APPLICATION_CREATED,
+        target_type="application",
+        target_id=app.pk,
+        target_repr=app.key,
+        application=app,
+        after={"key": key, "name": name, "description": description},
+    )
+    return app
+
+
+def _environment_snapshot(env: Environment) -> dict[str, Any]:
+    return {
+        "key": env.key,
+        "name": env.name,
+        "protected": env.protected,
+        "position": env.position,
+        "backend": env.backend.name,
+    }
+
+
+@transaction.atomic(durable=True)
+def environment_create(
+    *,
+    actor: Any,
+    application: Application,
+    key: str,
+    name: str,
+    protected: bool = False,
+    backend: BackendConnection | None = None,
+) -> Environment:
+    _check(actor, permissions.require_admin)
+    _validate_key(key)
+    name = _clean_name(name)
+    if Environment.objects.filter(application=application, key=key).exists():
+        raise _field_error(
+            "key", f"{application.name} already has an environment “{key}”.", "duplicate"
+        )
+    position = (
+        Environment.objects.filter(application=application).aggregate(m=Max("position"))["m"] or 0
+    ) + 1
+    try:
+        with transaction.atomic():
+            env = Environment.objects.create(
+                application=application,
+                key=key,
+                name=name,
+                protected=protected,
+                position=position,
+                backend=backend or builtin_backend(),
+            )
+    except IntegrityError as exc:
+        raise _field_error(
+            "key", f"{application.name} already has an environment “{key}”.", "duplicate"
+        ) from exc
+    flags = list(Flag.objects.filter(application=application))
+    FlagSetting.objects.bulk_create(
+        [
+            FlagSetting(
+                flag=f,
+                environment=env,
+                **_initial_variants(f),
+            )
+            for f in flags
+        ]
+    )
+    audit_record(
+        actor=actor,
+        action=Action.ENVIRONMENT_CREATED,
+        target_type="environment",
+        target_id=env.pk,
+        target_repr=f"{application.key}/{env.key}",
+        application=application,
+        environment=env,
+        after=_environment_snapshot(env),
+    )
+    return env
+
+
+def _initial_variants(flag: Flag) -> dict[str, Any]:
+    """New settings of a multi-variant flag copy the variants of its first environment."""
+    if not flag.is_multivariant:
+        return {}
+    first = FlagSetting.objects.filter(flag=flag).order_by("environment__position").first()
+    if first is not None:
+        return {"variants": first.variants, "default_variant": first.default_variant}
+    variants, default = _default_variants(flag.value_type)
+    return {"variants": variants, "default_variant": default}
+
+
+@transaction.atomic(durable=True)
+def environment_update(
+    *, actor: Any, environment: Environment, name: str, protected: bool
+) -> Environment:
+    _check(actor, permissions.require_admin)
+    env = Environment.objects.select_for_update().select_related("backend").get(pk=environment.pk)
+    before = _environment_snapshot(env)
+    env.name = _clean_name(name)
+    env.protected = bool(protected)
+    env.save(update_fields=["name", "protected"])
+    after = _environment_snapshot(env)
+    if before != after:
+        audit_record(
+            actor=actor,
+            action=Action.ENVIRONMENT_UPDATED,
+            target_type="environment",
+            target_id=env.pk,
+            target_repr=f"{env.application.key}/{env.key}",
+            application=env.application_id,
+            environment=env,
+            before=before,
+            after=after,
+        )
+    return env
+
+
+# --- flags -----------------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def flag_create(
+    *,
+    actor: Any,
+    application: Application,
+    key: str,
+    name: str,
+    description: str = "",
+    kind: str = FlagKind.BOOLEAN,
+    value_type: str | None = None,
+    short_term: bool = False,
+    owner: Any = None,
+    remove_by: dt.date | None = None,
+    tags: Sequence[str] = (),
+    variants: list[dict[str, Any]] | None = None,
+    default_variant: str = "",
+) -> Flag:
+    """Create a flag, disabled in every environment of its application."""
+    _check(actor, permissions.require_edit_flags)
+    _validate_key(key)
+    errors: dict[str, ValidationError] = {}
+    name = _clean_name(name)
+    description = _clean_text(description, "description", limit=1024)
+    if kind not in FlagKind.values:
+        errors["kind"] = ValidationError("Choose boolean or multi-variant.", code="invalid_choice")
+    if kind == FlagKind.BOOLEAN:
+        value_type = ValueType.BOOLEAN
+    elif value_type not in (ValueType.STRING, ValueType.INTEGER, ValueType.FLOAT, ValueType.OBJECT):
+        errors["value_type"] = ValidationError(
+            "A multi-variant flag serves strings, integers, floats or JSON objects.",
+            code="invalid_choice",
+        )
+    if errors:
+        raise ValidationError(errors)
+    assert value_type is not None
+    if kind == FlagKind.MULTIVARIANT:
+        if variants is None:
+            variants, default_variant = _default_variants(value_type)
+        variants, default_variant = validation.validate_variants(
+            value_type, variants, default_variant or variants[0].get("name", "")
+        )
+    if Flag.objects.filter(application=application, key=key).exists():
+        raise _field_error(
+            "key", f"A flag with key “{key}” already exists in {application.name}.", "duplicate"
+        )
+    owner_user = _owner(owner)
+    tag_objs = _tags(application, tags)
+    try:
+        with transaction.atomic():
+            flag = Flag.objects.create(
+                application=application,
+                key=key,
+                name=name,
+                description=description,
+                kind=kind,
+                value_type=value_type,
+                short_term=short_term,
+                owner=owner_user,
+                remove_by=remove_by,
+            )
+    except IntegrityError as exc:
+        raise _field_error(
+            "key", f"A flag with key “{key}” already exists in {application.name}.", "duplicate"
+        ) from exc
+    flag.tags.set(tag_objs)
+    extra = (
+        {"variants": variants, "default_variant": default_variant}
+        if kind == FlagKind.MULTIVARIANT
+        else {}
+    )
+    FlagSetting.objects.bulk_create(
+        [
+            FlagSetting(flag=flag, environment=env, updated_by=actor if actor else None, **extra)
+            for env in application.environments.all()
+        ]
+    )
+    audit_record(
+        actor=actor,
+        action=Action.FLAG_CREATED,
+        target_type="flag",
+        target_id=flag.pk,
+        target_repr=f"{application.key}/{flag.key}",
+        application=application,
+        flag=flag,
+        after=flag_snapshot(flag),
+    )
+    return flag
+
+
+@transaction.atomic(durable=True)
+def flag_update(
+    *,
+    actor: Any,
+    flag: Flag,
+    name: str,
+    description: str,
+    short_term: bool,
+    owner: Any,
+    remove_by: dt.date | None,
+    tags: Sequence[str],
+) -> Flag:
+    """Edit a flag's definition (its key and kind never change)."""
+    _check(actor, permissions.require_edit_flags)
+    flag = Flag.objects.select_for_update().select_related("application", "owner").get(pk=flag.pk)
+    before = flag_snapshot(flag)
+    flag.name = _clean_name(name)
+    flag.description = _clean_text(description, "description", limit=1024)
+    flag.short_term = bool(short_term)
+    flag.owner = _owner(owner)
+    flag.remove_by = remove_by
+    flag.save(update_fields=["name", "description", "short_term", "owner", "remove_by", "updated_at"])
+    flag.tags.set(_tags(flag.application, tags))
+    after = flag_snapshot(flag)
+    if before != after:
+        audit_record(
+            actor=actor,
+            action=Action.FLAG_UPDATED,
+            target_type="flag",
+            target_id=flag.pk,
+            target_repr=f"{flag.application.key}/{flag.key}",
+            application=flag.application,
+            flag=flag,
+            before=before,
+            after=after,
+        )
+    return flag
+
+
+@transaction.atomic(durable=True)
+def flag_set_archived(*, actor: Any, flag: Flag, archived: bool) -> Flag:
+    """Archive (hide, leave out of new versions) or restore a flag."""
+    _check(actor, permissions.require_edit_flags)
+    flag = Flag.objects.select_for_update().select_related("application", "owner").get(pk=flag.pk)
+    if (flag.archived_at is not None) == archived:
+        state = "archived" if archived else "active"
+        raise _field_error("archived", f"{flag.key} is already {state}.", "no_change")
+    before = flag_snapshot(flag)
+    flag.archived_at = timezone.now() if archived else None
+    flag.save(update_fields=["archived_at", "updated_at"])
+    audit_record(
+        actor=actor,
+        action=Action.FLAG_ARCHIVED if archived else Action.FLAG_RESTORED,
+        target_type="flag",
+        target_id=flag.pk,
+        target_repr=f"{flag.application.key}/{flag.key}",
+        application=flag.application,
+        flag=flag,
+        before=before,
+        after=flag_snapshot(flag),
+    )
+    return flag
+
+
+# --- attributes ------------------------------------------------------------------------------
+
+
+def _protected_envs_with_value(flag: Flag, name: str) -> list[str]:
+    return [
+        s.environment.name
+        for s in FlagSetting.objects.filter(flag=flag, environment__protected=True).select_related(
+            "environment"
+        )
+        if name in s.attribute_values
+    ]
+
+
+@transaction.atomic(durable=True)
+def attribute_save(
+    *,
+    actor: Any,
+    flag: Flag,
+    name: str,
+    type: str,
+    description: str = "",
+    required: bool = False,
+    pattern: str = "",
+    enum: Sequence[Any] = (),
+    minimum: int | None = None,
+    maximum: int | None = None,
+    attribute: FlagAttribute | None = None,
+) -> FlagAttribute:
+    """Add an attribute, or change one (values already set must still satisfy it)."""
+    _check(actor, permissions.require_edit_flags)
+    flag = Flag.objects.select_for_update().select_related("application").get(pk=flag.pk)
+    try:
+        attribute_name_validator(name)
+    except ValidationError as exc:
+        raise ValidationError({"name": exc}) from exc
+    description = _clean_text(description, "description", limit=1024)
+    enum = [e for e in enum if e != ""]
+    validation.validate_attribute_definition(
+        type=type, pattern=pattern, enum=list(enum), minimum=minimum, maximum=maximum
+    )
+    others = FlagAttribute.objects.filter(flag=flag)
+    if attribute is not None:
+        others = others.exclude(pk=attribute.pk)
+    if others.filter(name=name).exists():
+        raise _field_error("name", f"{flag.key} already has an attribute “{name}”.", "duplicate")
+    if attribute is None and others.count() >= validation.MAX_ATTRIBUTES:
+        raise _field_error(
+            "name", f"A flag has at most {validation.MAX_ATTRIBUTES} attributes.", "too_many"
+        )
+    before = attribute_snapshot(attribute) if attribute is not None else None
+    attr = attribute or FlagAttribute(
+        flag=flag, position=(others.aggregate(m=Max("position"))["m"] or 0) + 1
+    )
+    old_name = attr.name if attribute is not None else name
+    attr.name, attr.type, attr.description, attr.required = name, type, description, required
+    attr.pattern, attr.enum, attr.minimum, attr.maximum = pattern, list(enum), minimum, maximum
+    # Every value already set must satisfy the new definition; renames carry values along.
+    settings = list(FlagSetting.objects.filter(flag=flag).select_related("environment"))
+    changed: list[FlagSetting] = []
+    for setting in settings:
+        values = dict(setting.attribute_values)
+        if old_name != name and old_name in values:
+            values[name] = values.pop(old_name)
+        if name in values:
+            try:
+                validation.validate_attribute_value(attr, values[name])
+            except ValidationError as exc:
+                raise _field_error(
+                    "type",
+                    f"The value in {setting.environment.name} no longer fits: {exc.messages[0]} "
+                    "Change that value first.",
+                    "existing_value_invalid",
+                ) from exc
+        if values != setting.attribute_values:
+            if setting.environment.protected:
+                _check(actor, permissions.require_edit_environment, setting.environment)
+            setting.attribute_values = values
+            setting.revision += 1
+            changed.append(setting)
+    attr.save()
+    if changed:
+        FlagSetting.objects.bulk_update(changed, ["attribute_values", "revision"])
+    after = attribute_snapshot(attr)
+    if before != after:
+        audit_record(
+            actor=actor,
+            action=Action.ATTRIBUTE_UPDATED if before else Action.ATTRIBUTE_CREATED,
+            target_type="attribute",
+            target_id=attr.pk,
+            target_repr=f"{flag.application.key}/{flag.key}.{attr.name}",
+            application=flag.application,
+            flag=flag,
+            before=before,
+            after=after,
+        )
+    return attr
+
+
+@transaction.atomic(durable=True)
+def attribute_delete(*, actor: Any, attribute: FlagAttribute) -> None:
+    """Remove an attribute and its values everywhere (admins only where protected values exist)."""
+    _check(actor, permissions.require_edit_flags)
+    attr = FlagAttribute.objects.select_related("flag__application").get(pk=attribute.pk)
+    flag = attr.flag
+    if actor is not None and _protected_envs_with_value(flag, attr.name):
+        permissions.require_admin(actor)
+    changed = []
+    for setting in FlagSetting.objects.select_for_update().filter(flag=flag):
+        if attr.name in setting.attribute_values:
+            values = dict(setting.attribute_values)
+            values.pop(attr.name)
+            setting.attribute_values = values
+            setting.revision += 1
+            changed.append(setting)
+    if changed:
+        FlagSetting.objects.bulk_update(changed, ["attribute_values", "revision"])
+    before = attribute_snapshot(attr)
+    attr_id = attr.pk
+    attr.delete()
+    audit_record(
+        actor=actor,
+        action=Action.ATTRIBUTE_DELETED,
+        target_type="attribute",
+        target_id=attr_id,
+        target_repr=f"{flag.application.key}/{flag.key}.{before['name']}",
+        application=flag.application,
+        flag=flag,
+        before=before,
+    )
+
+
+# --- settings (per environment) --------------------------------------------------------------
+
+
+def _locked_setting(flag: Flag, environment: Environment) -> FlagSetting:
+    return (
+        FlagSetting.objects.select_for_update(of=("self",))
+        .select_related("flag__application", "environment")
+        .get(flag=flag, environment=environment)
+    )
+
+
+def changes_since(setting: FlagSetting, revision: int) -> list[ChangeSince]:
+    """The audited saves of ``setting`` after ``revision``, oldest first."""
+    events = (
+        AuditEvent.objects.filter(
+            target_type="setting",
+            target_id=str(setting.pk),
+            action__in=[Action.SETTING_UPDATED, Action.FLAG_TOGGLED],
+        )
+        .order_by("-id")
+        .only("actor_name", "occurred_at", "before", "after")[:20]
+    )
+    found = []
+    for event in events:
+        after_rev = (event.after or {}).get("revision")
+        if isinstance(after_rev, int) and after_rev <= revision:
+            break
+        found.append(
+            ChangeSince(
+                actor_name=event.actor_name,
+                occurred_at=event.occurred_at,
+                revision=after_rev,
+                changes=[c for c in diff(event.before, event.after) if c.path != "revision"],
+            )
+        )
+    return list(reversed(found))
+
+
+def _check_revision(setting: FlagSetting, expected_revision: int | None) -> None:
+    if expected_revision is not None and expected_revision != setting.revision:
+        raise RevisionConflict(setting, expected_revision, changes_since(setting, expected_revision))
+
+
+def _audit_setting(
+    actor: Any, action: Action, setting: FlagSetting, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    audit_record(
+        actor=actor,
+        action=action,
+        target_type="setting",
+        target_id=setting.pk,
+        target_repr=f"{setting.flag.application.key}/{setting.flag.key}@{setting.environment.key}",
+        application=setting.flag.application,
+        environment=setting.environment,
+        flag=setting.flag,
+        before=before,
+        after=after,
+    )
+
+
+@dataclass(frozen=True)
+class ToggleResult:
+    setting: FlagSetting
+    version: ConfigVersion
+
+
+@transaction.atomic(durable=True)
+def flag_set_enabled(
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    enabled: bool,
+    expected_revision: int | None = None,
+) -> ToggleResult:
+    """Turn a flag on or off in one environment and save that as a new version.
+
+    The version changes only this flag's ``enabled`` (other flags' unsaved edits stay unsaved).
+    """
+    _check(actor, permissions.require_edit_environment, environment)
+    environment = _lock_environment(environment)
+    setting = _locked_setting(flag, environment)
+    if setting.flag.archived_at is not None:
+        raise _field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
+    _check_revision(setting, expected_revision)
+    if setting.enabled == enabled:
+        state = "on" if enabled else "off"
+        raise _field_error(
+            "enabled", f"{flag.key} is already {state} in {environment.name}.", "no_change"
+        )
+    attributes = list(setting.flag.attributes.all())
+    if enabled:
+        validation.validate_attribute_values(attributes, setting.attribute_values, enabled=True)
+    before = setting_snapshot(setting)
+    setting.enabled = enabled
+    setting.revision += 1
+    setting.updated_by = actor
+    setting.save(update_fields=["enabled", "revision", "updated_by", "updated_at"])
+    _audit_setting(actor, Action.FLAG_TOGGLED, setting, before, setting_snapshot(setting))
+
+    latest = latest_version(environment)
+    document = documents.load(latest.document) if latest else documents.empty_document(environment)
+    entry = document["flags"].get(flag.key) or documents.flag_entry(setting.flag, setting, attributes)
+    entry["enabled"] = enabled
+    document["flags"][flag.key] = entry
+    version = _save_version(
+        actor,
+        setting.environment,
+        document,
+        f"{'Enable' if enabled else 'Disable'} {flag.key}",
+        latest,
+    )
+    return ToggleResult(setting=setting, version=version)
+
+
+@transaction.atomic(durable=True)
+def flag_setting_update(
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    expected_revision: int,
+    enabled: bool,
+    attribute_values: Mapping[str, Any],
+    variants: list[dict[str, Any]] | None = None,
+    default_variant: str = "",
+) -> FlagSetting:
+    """Save a flag's values in one environment (the working state; a version saves it later)."""
+    _check(actor, permissions.require_edit_environment, environment)
+    setting = _locked_setting(flag, environment)
+    flag = setting.flag
+    if flag.archived_at is not None:
+        raise _field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
+    _check_revision(setting, expected_revision)
+    errors: dict[str, list[ValidationError]] = {}
+    values: dict[str, Any] = {}
+    try:
+        values = validation.validate_attribute_values(
+            flag.attributes.all(), attribute_values, enabled=enabled
+        )
+    except ValidationError as exc:
+        errors.update(exc.error_dict)
+    if flag.is_multivariant:
+        try:
+            variants, default_variant = validation.validate_variants(
+                flag.value_type, variants, default_variant
+            )
+        except ValidationError as exc:
+            errors.update(exc.error_dict)
+    if errors:
+        raise ValidationError(errors)
+    before = setting_snapshot(setting)
+    setting.enabled = bool(enabled)
+    setting.attribute_values = values
+    if flag.is_multivariant:
+        setting.variants, setting.default_variant = variants, default_variant
+    unchanged = {**setting_snapshot(setting), "revision": before["revision"]} == before
+    if unchanged:
+        return setting
+    setting.revision += 1
+    setting.updated_by = actor
+    setting.save()
+    _audit_setting(actor, Action.SETTING_UPDATED, setting, before, setting_snapshot(setting))
+    return setting
+
+
+# --- versions --------------------------------------------------------------------------------
+
+
+def latest_version(environment: Environment) -> ConfigVersion | None:
+    return ConfigVersion.objects.filter(environment=environment).order_by("-number").first()
+
+
+def _lock_environment(environment: Environment) -> Environment:
+    """Serialise version numbering per environment (lock order: environment, then settings)."""
+    return (
+        Environment.objects.select_for_update()
+        .select_related("application")
+        .get(pk=environment.pk)
+    )
+
+
+def _save_version(
+    actor: Any,
+    environment: Environment,
+    document: dict[str, Any],
+    message: str,
+    latest: ConfigVersion | None,
+) -> ConfigVersion:
+    text = canonical_json(document)
+    digest = sha256_hex(text)
+    if latest is not None and latest.sha256 == digest:
+        raise _field_error(
+            "message", f"Nothing changed since version {latest.number}.", "no_changes"
+        )
+    version = ConfigVersion.objects.create(
+        environment=environment,
+        number=(latest.number if latest else 0) + 1,
+        document=text,
+        sha256=digest,
+        author=actor,
+        author_name=actor.get_username() if actor is not None else "flagdash",
+        message=message,
+    )
+    audit_record(
+        actor=actor,
+        action=Action.VERSION_CREATED,
+        target_type="version",
+        target_id=version.pk,
+        target_repr=f"{environment.application.key}/{environment.key} v{version.number}",
+        application=environment.application_id,
+        environment=environment,
+        before={"number": latest.number, "sha256": latest.sha256} if latest else None,
+        after={
+            "number": version.number,
+            "sha256": digest,
+            "message": message,
+            "flags": len(document["flags"]),
+        },
+    )
+    return version
+
+
+@transaction.atomic(durable=True)
+def config_version_create(
+    *, actor: Any, environment: Environment, message: str
+) -> ConfigVersion:
+    """Save the environment's whole working state as a new immutable version."""
+    _check(actor, permissions.require_edit_environment, environment)
+    env = _lock_environment(environment)
+    message = _clean_text(message, "message", limit=500)
+    latest = latest_version(env)
+    return _save_version(actor, env, documents.working_document(env), message, latest)
