@@ -3,6 +3,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("flagdash.core.urls")),
     path("", include("flagdash.accounts.urls")),
+    path("settings/tokens/", include("flagdash.accounts.token_urls")),
     path("", include("flagdash.flags.urls")),
     path("audit/", include("flagdash.audit.urls")),
     path("api/v1/", include("flagdash.flags.api_urls")),

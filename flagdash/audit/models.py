@@ -27,6 +27,7 @@ class Action(models.TextChoices):
     ATTRIBUTE_UPDATED = "attribute.updated", "Attribute changed"
     ATTRIBUTE_DELETED = "attribute.deleted", "Attribute removed"
     VERSION_CREATED = "version.created", "Version saved"
+    USER_CREATED = "user.created", "User created"
     USER_ROLE_CHANGED = "user.role_changed", "Role changed"
     API_TOKEN_CREATED = "api_token.created", "API token created"
     API_TOKEN_REVOKED = "api_token.revoked", "API token revoked"

@@ -1,0 +1,337 @@
+"""Forms parse what a browser posts; services decide what is valid.
+
+A service's ValidationError is mapped back onto the form's fields so the message appears next to
+the field that caused it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from flagdash.flags.models import (
+    KEY_HELP,
+    AttributeType,
+    FlagAttribute,
+    FlagKind,
+    FlagSetting,
+    ValueType,
+)
+
+MULTI_VALUE_TYPES = [(v, label) for v, label in ValueType.choices if v != ValueType.BOOLEAN]
+
+
+def apply_service_errors(
+    form: forms.Form, exc: ValidationError, field_for: Callable[[str], str | None] = lambda k: k
+) -> None:
+    """Attach a service's errors to the form: known fields at the field, others at the top."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for key, errors in exc.error_dict.items():
+        name = field_for(key)
+        target = name if name in form.fields else None
+        for error in errors:
+            form.add_error(target, error)
+
+
+def split_lines(value: str) -> list[str]:
+    return [line.strip() for line in value.replace(",", "\n").splitlines() if line.strip()]
+
+
+class TagsField(forms.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 700)
+        kwargs.setdefault("help_text", "Comma-separated, e.g. payments, release")
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value)
+        return split_lines(text)
+
+
+class OwnerField(forms.ChoiceField):
+    def __init__(self, usernames: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(
+            choices=[("", "— nobody —"), *[(u, u) for u in usernames]], required=False, **kwargs
+        )
+
+
+class FlagDefinitionForm(forms.Form):
+    name = forms.CharField(max_length=64, help_text="A short human name (one line).")
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=1024)
+    short_term = forms.BooleanField(
+        required=False,
+        label="Short-term flag",
+        help_text="A release or time-boxed flag that should be removed once its job is done.",
+    )
+    remove_by = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Remove by"
+    )
+    tags = TagsField()
+
+    def __init__(self, *args: Any, usernames: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["owner"] = OwnerField(usernames, label="Owner")
+
+
+class FlagCreateForm(FlagDefinitionForm):
+    key = forms.CharField(max_length=64, help_text=KEY_HELP)
+    kind = forms.ChoiceField(choices=FlagKind.choices, initial=FlagKind.BOOLEAN)
+    value_type = forms.ChoiceField(
+        choices=MULTI_VALUE_TYPES,
+        required=False,
+        label="Value type",
+        help_text="What a multi-variant flag serves (ignored for boolean flags).",
+    )
+
+    field_order = ["key", "name", "description", "kind", "value_type"]
+
+
+class AttributeForm(forms.Form):
+    name = forms.CharField(max_length=64)
+    type = forms.ChoiceField(choices=AttributeType.choices)
+    description = forms.CharField(max_length=1024, required=False)
+    required = forms.BooleanField(
+        required=False, help_text="A value must be set before the flag can be enabled."
+    )
+    pattern = forms.CharField(
+        max_length=1024, required=False, help_text="Regular expression for strings, e.g. ^[A-Z]{3}$"
+    )
+    enum = forms.CharField(
+        required=False,
+        max_length=110_000,
+        label="Allowed values",
+        help_text="For strings: comma-separated or one per line.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    minimum = forms.IntegerField(required=False, help_text="For numbers (whole number).")
+    maximum = forms.IntegerField(required=False)
+
+    @classmethod
+    def initial_for(cls, attr: FlagAttribute) -> dict[str, Any]:
+        return {
+            "name": attr.name,
+            "type": attr.type,
+            "description": attr.description,
+            "required": attr.required,
+            "pattern": attr.pattern,
+            "enum": ", ".join(str(v) for v in attr.enum),
+            "minimum": attr.minimum,
+            "maximum": attr.maximum,
+        }
+
+    def service_kwargs(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        data["enum"] = split_lines(data.get("enum") or "")
+        return data
+
+
+class VersionForm(forms.Form):
+    message = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text="What changed and why (shown in the version list and the audit log).",
+    )
+
+
+def _parse_number(raw: str) -> int | float:
+    text = raw.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ValidationError("Enter a number.", code="wrong_type") from exc
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValidationError("Enter a finite number.", code="wrong_type")
+    return value
+
+
+class SettingForm(forms.Form):
+    """The values of one flag in one environment: enabled, attribute values, variants."""
+
+    EXTRA_VARIANT_ROWS = 2
+
+    enabled = forms.BooleanField(required=False, label="Enabled")
+    revision = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+    default_variant = forms.CharField(required=False, max_length=64, label="Default variant")
+
+    def __init__(
+        self,
+        *args: Any,
+        setting: FlagSetting,
+        attributes: Sequence[FlagAttribute],
+        **kwargs: Any,
+    ) -> None:
+        self.setting = setting
+        self.attributes = list(attributes)
+        self.flag = setting.flag
+        kwargs.setdefault("initial", self._initial())
+        kwargs.setdefault("prefix", f"env-{setting.environment.key}")
+        super().__init__(*args, **kwargs)
+        for attr in self.attributes:
+            self.fields[self.attr_field(attr.name)] = self._field_for(attr)
+        if self.flag.is_multivariant:
+            rows = len(self.data_variant_indexes() or setting.variants) + self.EXTRA_VARIANT_ROWS
+            for i in range(rows):
+                self.fields[f"variant_{i}_name"] = forms.CharField(
+                    required=False, max_length=64, label=f"Variant {i + 1} name"
+                )
+                self.fields[f"variant_{i}_value"] = forms.CharField(
+                    required=False,
+                    max_length=10_000,
+                    label=f"Variant {i + 1} value",
+                    widget=forms.Textarea(attrs={"rows": 1})
+                    if self.flag.value_type == ValueType.OBJECT
+                    else forms.TextInput(),
+                )
+        else:
+            del self.fields["default_variant"]
+
+    @staticmethod
+    def attr_field(name: str) -> str:
+        return f"attr__{name}"
+
+    def data_variant_indexes(self) -> list[int]:
+        if not self.data:
+            return []
+        prefix = self.add_prefix("variant_")
+        found = set()
+        for key in self.data:
+            if key.startswith(prefix) and key.endswith("_name"):
+                middle = key[len(prefix) : -len("_name")]
+                if middle.isdigit() and int(middle) < 50:
+                    found.add(int(middle))
+        return sorted(found)
+
+    def _initial(self) -> dict[str, Any]:
+        s = self.setting
+        initial: dict[str, Any] = {"enabled": s.enabled, "revision": s.revision}
+        for name, value in s.attribute_values.items():
+            initial[self.attr_field(name)] = self._display(value)
+        if s.flag.is_multivariant:
+            initial["default_variant"] = s.default_variant
+            for i, variant in enumerate(s.variants):
+                initial[f"variant_{i}_name"] = variant["name"]
+                value = variant["value"]
+                initial[f"variant_{i}_value"] = (
+                    json.dumps(value) if isinstance(value, dict) else value
+                )
+        return initial
+
+    @staticmethod
+    def _display(value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(str(v) for v in value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
+    def _field_for(self, attr: FlagAttribute) -> forms.Field:
+        label = attr.name
+        help_text = attr.description
+        common: dict[str, Any] = {"required": False, "label": label, "help_text": help_text}
+        if attr.type == AttributeType.STRING and attr.enum:
+            return forms.ChoiceField(choices=[("", "— not set —")] + [(v, v) for v in attr.enum], **common)
+        if attr.type == AttributeType.STRING:
+            return forms.CharField(max_length=1024, strip=False, **common)
+        if attr.type == AttributeType.NUMBER:
+            return forms.CharField(
+                max_length=40, widget=forms.TextInput(attrs={"inputmode": "decimal"}), **common
+            )
+        if attr.type == AttributeType.BOOLEAN:
+            return forms.ChoiceField(
+                choices=[("", "— not set —"), ("true", "true"), ("false", "false")], **common
+            )
+        if attr.type == AttributeType.DATE:
+            return forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), **common)
+        common["help_text"] = (help_text + " " if help_text else "") + "One item per line."
+        return forms.CharField(
+            max_length=110_000, widget=forms.Textarea(attrs={"rows": 2}), **common
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        values: dict[str, Any] = {}
+        for attr in self.attributes:
+            name = self.attr_field(attr.name)
+            raw = cleaned.get(name)
+            if raw in (None, ""):
+                continue
+            try:
+                values[attr.name] = self._convert(attr, raw)
+            except ValidationError as exc:
+                self.add_error(name, exc)
+        cleaned["attribute_values"] = values
+        if self.flag.is_multivariant:
+            cleaned["variants"] = self._variants(cleaned)
+        return cleaned
+
+    @staticmethod
+    def _convert(attr: FlagAttribute, raw: Any) -> Any:
+        match attr.type:
+            case AttributeType.NUMBER:
+                return _parse_number(str(raw))
+            case AttributeType.BOOLEAN:
+                return raw == "true"
+            case AttributeType.DATE:
+                return raw.isoformat()
+            case AttributeType.STRING_LIST:
+                return [line for line in str(raw).splitlines() if line.strip()]
+            case AttributeType.NUMBER_LIST:
+                return [_parse_number(line) for line in str(raw).splitlines() if line.strip()]
+        return raw
+
+    def _variants(self, cleaned: dict[str, Any]) -> list[dict[str, Any]]:
+        variants = []
+        i = 0
+        while f"variant_{i}_name" in self.fields:
+            name = (cleaned.get(f"variant_{i}_name") or "").strip()
+            raw = cleaned.get(f"variant_{i}_value") or ""
+            i += 1
+            if not name and not raw.strip():
+                continue
+            value: Any = raw
+            try:
+                if self.flag.value_type == ValueType.OBJECT:
+                    value = json.loads(raw or "null")
+                elif self.flag.value_type in (ValueType.INTEGER, ValueType.FLOAT):
+                    value = _parse_number(raw)
+            except (ValueError, ValidationError):
+                self.add_error(
+                    f"variant_{i - 1}_value",
+                    ValidationError(
+                        "Enter valid JSON." if self.flag.value_type == ValueType.OBJECT else "Enter a number.",
+                        code="wrong_type",
+                    ),
+                )
+                continue
+            variants.append({"name": name, "value": value})
+        return variants
+
+    def field_for_service_key(self, key: str) -> str | None:
+        if key.startswith("attribute_values."):
+            return self.attr_field(key.split(".", 1)[1])
+        if key.startswith("variants."):
+            index = key.split(".", 1)[1]
+            return f"variant_{index}_name" if index.isdigit() else None
+        return key
+
+    def attribute_fields(self) -> list[forms.BoundField]:
+        return [self[self.attr_field(a.name)] for a in self.attributes]
+
+    def variant_rows(self) -> list[tuple[forms.BoundField, forms.BoundField]]:
+        rows = []
+        i = 0
+        while f"variant_{i}_name" in self.fields:
+            rows.append((self[f"variant_{i}_name"], self[f"variant_{i}_value"]))
+            i += 1
+        return rows

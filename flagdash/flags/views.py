@@ -1,0 +1,594 @@
+"""HTML views for flags, their values per environment, attributes and versions.
+
+Views are thin: find the object, check the permission, call one service, then redirect (plain
+POST) or render a partial of the same template (htmx). Every page works without JavaScript.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import reswap, retarget
+
+from flagdash.accounts import permissions
+from flagdash.flags import documents, selectors, services
+from flagdash.flags.forms import (
+    AttributeForm,
+    FlagCreateForm,
+    FlagDefinitionForm,
+    SettingForm,
+    VersionForm,
+    apply_service_errors,
+)
+from flagdash.flags.models import Application, Environment, Flag, FlagAttribute, FlagSetting
+
+
+def _is_partial(request: HttpRequest) -> bool:
+    """An htmx request for a fragment (a boosted navigation wants the whole page)."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted
+
+
+def _safe_next(request: HttpRequest, default: str) -> str:
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if candidate and url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return default
+
+
+def _app(request: HttpRequest, app_key: str) -> Application:
+    permissions.require_view(request.user)
+    app = selectors.application_by_key(app_key)
+    request.session["app_key"] = app.key
+    return app
+
+
+def _toast(request: HttpRequest, text: str, level: str = "info") -> str:
+    return render_to_string(
+        "core/fragments/oob_toast.html", {"text": text, "level": level}, request=request
+    )
+
+
+def _error_text(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+# --- flag list -------------------------------------------------------------------------------
+
+
+@require_GET
+def flag_list(request: HttpRequest, app_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    filters = selectors.FlagFilters.from_query(request.GET)
+    environments = selectors.environments_of(app)
+    page = selectors.flag_page(app, filters, request.GET.get("page"), settings.FLAGDASH_PAGE_SIZE)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "application": app,
+        "environments": environments,
+        "filters": filters,
+        "page": page,
+        "rows": selectors.flag_rows(page, environments, request.user),
+        "query": query.urlencode(),
+        "choices": selectors.filter_choices(app),
+        "today": selectors.today(),
+        "list_url": request.get_full_path(),
+    }
+    template = "flags/flag_list.html#results" if _is_partial(request) else "flags/flag_list.html"
+    return render(request, template, context)
+
+
+# --- toggling --------------------------------------------------------------------------------
+
+
+def _switch_response(
+    request: HttpRequest,
+    flag: Flag,
+    environment: Environment,
+    *,
+    status: int = 200,
+    toast: tuple[str, str] | None = None,
+) -> HttpResponse:
+    setting = FlagSetting.objects.get(flag=flag, environment=environment)
+    html = render_to_string(
+        "flags/fragments/switch.html",
+        {
+            "flag": flag,
+            "environment": environment,
+            "application": flag.application,
+            "setting": setting,
+            "can_edit": permissions.can_edit_environment(request.user, environment),
+            "next": _safe_next(request, ""),
+        },
+        request=request,
+    )
+    if toast:
+        html += _toast(request, *toast)
+    html += '<div id="modal" hx-swap-oob="innerHTML"></div>'
+    return HttpResponse(html, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def flag_toggle(request: HttpRequest, app_key: str, flag_key: str, env_key: str) -> HttpResponse:
+    """Turn a flag on or off in one environment (protected ones ask for confirmation first)."""
+    app = _app(request, app_key)
+    flag = selectors.flag_by_key(app, flag_key)
+    environment = selectors.environment_by_key(app, env_key)
+    back = _safe_next(request, reverse("flag_detail", args=[app.key, flag.key]))
+    partial = _is_partial(request)
+    if not permissions.can_edit_environment(request.user, environment):
+        reason = (
+            f"{environment.name} is protected: only admins can change it."
+            if environment.protected
+            else "Only editors and admins can change flags."
+        )
+        if partial:
+            return _switch_response(request, flag, environment, status=403, toast=(reason, "error"))
+        raise PermissionDenied(reason)
+    setting = FlagSetting.objects.get(flag=flag, environment=environment)
+    if request.method == "GET" or (environment.protected and request.POST.get("confirm") != "yes"):
+        wanted = request.POST.get("enabled", request.GET.get("enabled", ""))
+        context = {
+            "application": app,
+            "flag": flag,
+            "environment": environment,
+            "setting": setting,
+            "enabled": (wanted == "true") if wanted in ("true", "false") else not setting.enabled,
+            "revision": request.POST.get("revision", request.GET.get("revision", setting.revision)),
+            "next": back,
+        }
+        if partial:
+            response = render(request, "flags/toggle_confirm.html#dialog", context)
+            return reswap(retarget(response, "#modal"), "innerHTML")
+        return render(request, "flags/toggle_confirm.html", context)
+
+    enabled = request.POST.get("enabled") == "true"
+    try:
+        revision = int(request.POST.get("revision", ""))
+    except ValueError:
+        revision = None
+    verb = "Enabled" if enabled else "Disabled"
+    try:
+        result = services.flag_set_enabled(
+            actor=request.user,
+            flag=flag,
+            environment=environment,
+            enabled=enabled,
+            expected_revision=revision,
+        )
+    except services.RevisionConflict as exc:
+        if partial:
+            return _switch_response(request, flag, environment, status=409, toast=(str(exc), "error"))
+        messages.error(request, str(exc))
+        return redirect(back)
+    except ValidationError as exc:
+        if partial:
+            return _switch_response(
+                request, flag, environment, status=422, toast=(_error_text(exc), "error")
+            )
+        messages.error(request, _error_text(exc))
+        return redirect(back)
+    text = f"{verb} {flag.key} in {environment.name} (version {result.version.number})."
+    if partial:
+        return _switch_response(request, flag, environment, toast=(text, "success"))
+    messages.success(request, text)
+    return redirect(back)
+
+
+# --- creating and editing flags --------------------------------------------------------------
+
+
+def _usernames() -> list[str]:
+    return list(selectors.active_users().values_list("username", flat=True))
+
+
+@require_http_methods(["GET", "POST"])
+def flag_create(request: HttpRequest, app_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    permissions.require_edit_flags(request.user)
+    form = FlagCreateForm(request.POST or None, usernames=_usernames())
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                flag = services.flag_create(
+                    actor=request.user,
+                    application=app,
+                    key=data["key"],
+                    name=data["name"],
+                    description=data["description"],
+                    kind=data["kind"],
+                    value_type=data["value_type"] or None,
+                    short_term=data["short_term"],
+                    owner=data["owner"] or None,
+                    remove_by=data["remove_by"],
+                    tags=data["tags"],
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Created {flag.key}. It is off in every environment.")
+                return redirect("flag_detail", app_key=app.key, flag_key=flag.key)
+        status = 422
+    return render(
+        request, "flags/flag_form.html", {"application": app, "form": form, "creating": True}, status=status
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def flag_edit(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    flag = selectors.flag_by_key(app, flag_key)
+    permissions.require_edit_flags(request.user)
+    initial = {
+        "name": flag.name,
+        "description": flag.description,
+        "short_term": flag.short_term,
+        "owner": flag.owner.username if flag.owner else "",
+        "remove_by": flag.remove_by,
+        "tags": ", ".join(t.name for t in flag.tags.all()),
+    }
+    form = FlagDefinitionForm(request.POST or None, initial=initial, usernames=_usernames())
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.flag_update(
+                    actor=request.user,
+                    flag=flag,
+                    name=data["name"],
+                    description=data["description"],
+                    short_term=data["short_term"],
+                    owner=data["owner"] or None,
+                    remove_by=data["remove_by"],
+                    tags=data["tags"],
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Saved {flag.key}.")
+                return redirect("flag_detail", app_key=app.key, flag_key=flag.key)
+        status = 422
+    return render(
+        request,
+        "flags/flag_form.html",
+        {"application": app, "form": form, "flag": flag, "creating": False},
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def flag_archive(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse:
+    """Archive (after a confirmation page) or restore a flag."""
+    app = _app(request, app_key)
+    flag = selectors.flag_by_key(app, flag_key)
+    permissions.require_edit_flags(request.user)
+    archive = not flag.is_archived
+    if request.method == "POST":
+        try:
+            services.flag_set_archived(actor=request.user, flag=flag, archived=archive)
+        except ValidationError as exc:
+            messages.error(request, _error_text(exc))
+        else:
+            messages.success(
+                request,
+                f"Archived {flag.key}: it is left out of new versions."
+                if archive
+                else f"Restored {flag.key}.",
+            )
+        return redirect("flag_detail", app_key=app.key, flag_key=flag.key)
+    environments = selectors.environments_of(app)
+    return render(
+        request,
+        "flags/flag_archive.html",
+        {
+            "application": app,
+            "flag": flag,
+            "archive": archive,
+            "settings": selectors.settings_of(flag, environments),
+        },
+    )
+
+
+# --- the flag page ---------------------------------------------------------------------------
+
+
+def _version_touches(environment: Environment, flag: Flag, limit: int = 10) -> list[dict[str, Any]]:
+    """The environment's latest versions, each with what it changed in this flag."""
+    versions = list(selectors.versions_of(environment, limit + 1))
+    rows = []
+    for newer, older in zip(versions, [*versions[1:], None], strict=False):
+        if len(rows) == limit:
+            break
+        new_entry = documents.load(newer.document)["flags"].get(flag.key)
+        old_entry = documents.load(older.document)["flags"].get(flag.key) if older else None
+        changes = documents.document_diff(
+            {"flags": {flag.key: old_entry}} if old_entry else None,
+            {"flags": {flag.key: new_entry}} if new_entry else None,
+        )
+        rows.append({"version": newer, "diff": changes[0] if changes else None})
+    return rows
+
+
+def _flag_page_context(
+    request: HttpRequest,
+    app: Application,
+    flag: Flag,
+    env_key: str | None,
+    form: SettingForm | None = None,
+    conflict: services.RevisionConflict | None = None,
+) -> dict[str, Any]:
+    environments = selectors.environments_of(app)
+    if not environments:
+        raise Http404("This application has no environments yet.")
+    current = next((e for e in environments if e.key == env_key), environments[0])
+    flag_settings = selectors.settings_of(flag, environments)
+    setting = next(s for s in flag_settings if s.environment_id == current.pk)
+    setting.flag = flag
+    setting.environment = current
+    attributes = selectors.attributes_of(flag)
+    if form is None:
+        form = SettingForm(setting=setting, attributes=attributes)
+    return {
+        "application": app,
+        "flag": flag,
+        "environments": environments,
+        "settings": flag_settings,
+        "current_env": current,
+        "setting": setting,
+        "form": form,
+        "conflict": conflict,
+        "attributes": attributes,
+        "attribute_form": AttributeForm(),
+        "history": selectors.flag_history(flag),
+        "version_rows": _version_touches(current, flag),
+        "can_edit_env": permissions.can_edit_environment(request.user, current),
+        "today": selectors.today(),
+    }
+
+
+@require_GET
+def flag_detail(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    flag = selectors.flag_by_key(app, flag_key)
+    context = _flag_page_context(request, app, flag, request.GET.get("env"))
+    template = "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+    return render(request, template, context)
+
+
+@require_POST
+def flag_setting_save(request: HttpRequest, app_key: str, flag_key: str, env_key: str) -> HttpResponse:
+    """Save a flag's values in one environment (refused if someone saved meanwhile)."""
+    app = _app(request, app_key)
+    flag = selectors.flag_by_key(app, flag_key)
+    environment = selectors.environment_by_key(app, env_key)
+    permissions.require_edit_environment(request.user, environment)
+    setting = get_object_or_404(FlagSetting.objects.select_related("flag", "environment"), flag=flag, environment=environment)
+    setting.flag = flag
+    form = SettingForm(request.POST, setting=setting, attributes=selectors.attributes_of(flag))
+    conflict = None
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.flag_setting_update(
+                actor=request.user,
+                flag=flag,
+                environment=environment,
+                expected_revision=data["revision"],
+                enabled=data["enabled"],
+                attribute_values=data["attribute_values"],
+                variants=data.get("variants"),
+                default_variant=data.get("default_variant") or "",
+            )
+        except services.RevisionConflict as exc:
+            conflict = exc
+            # Show the user's own values again, now based on the current revision: saving
+            # again is a deliberate overwrite of what they have just been shown.
+            post = request.POST.copy()
+            post[form.add_prefix("revision")] = str(exc.setting.revision)
+            form = SettingForm(post, setting=exc.setting, attributes=selectors.attributes_of(flag))
+            form.is_valid()
+        except ValidationError as exc:
+            apply_service_errors(form, exc, form.field_for_service_key)
+        else:
+            messages.success(
+                request,
+                f"Saved {flag.key} in {environment.name}. Save a version to make it live.",
+            )
+            url = reverse("flag_detail", args=[app.key, flag.key]) + f"?env={environment.key}"
+            return redirect(url)
+    context = _flag_page_context(request, app, flag, environment.key, form=form, conflict=conflict)
+    status = 409 if conflict else 422
+    template = "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+    return render(request, template, context, status=status)
+
+
+# --- attributes ------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def attribute_edit(
+    request: HttpRequest, app_key: str, flag_key: str, attribute_id: int | None = None
+) -> HttpResponse:
+    app = _app(request, app_key)
+    flag = selectors.flag_by_key(app, flag_key)
+    permissions.require_edit_flags(request.user)
+    attribute = (
+        get_object_or_404(FlagAttribute, pk=attribute_id, flag=flag) if attribute_id else None
+    )
+    initial = AttributeForm.initial_for(attribute) if attribute else None
+    form = AttributeForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.attribute_save(
+                    actor=request.user, flag=flag, attribute=attribute, **form.service_kwargs()
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Saved attribute {form.cleaned_data['name']}.")
+                return redirect(reverse("flag_detail", args=[app.key, flag.key]) + "#attributes")
+        status = 422
+    return render(
+        request,
+        "flags/attribute_form.html",
+        {"application": app, "flag": flag, "attribute": attribute, "form": form},
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def attribute_delete(
+    request: HttpRequest, app_key: str, flag_key: str, attribute_id: int
+) -> HttpResponse:
+    app = _app(request, app_key)
+    flag = selectors.flag_by_key(app, flag_key)
+    permissions.require_edit_flags(request.user)
+    attribute = get_object_or_404(FlagAttribute, pk=attribute_id, flag=flag)
+    if request.method == "POST":
+        services.attribute_delete(actor=request.user, attribute=attribute)
+        messages.success(request, f"Removed attribute {attribute.name} and its values.")
+        return redirect(reverse("flag_detail", args=[app.key, flag.key]) + "#attributes")
+    environments = selectors.environments_of(app)
+    holders = [
+        s for s in selectors.settings_of(flag, environments) if attribute.name in s.attribute_values
+    ]
+    for s in holders:
+        s.environment = next(e for e in environments if e.pk == s.environment_id)
+    return render(
+        request,
+        "flags/attribute_delete.html",
+        {"application": app, "flag": flag, "attribute": attribute, "holders": holders},
+    )
+
+
+# --- versions --------------------------------------------------------------------------------
+
+
+@require_GET
+def version_list(request: HttpRequest, app_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    environments = selectors.environments_of(app)
+    if not environments:
+        return render(request, "flags/versions.html", {"application": app, "environments": []})
+    current = next((e for e in environments if e.key == request.GET.get("env")), environments[0])
+    latest = services.latest_version(current)
+    pending = documents.document_diff(
+        documents.load(latest.document) if latest else documents.empty_document(current),
+        documents.working_document(current),
+    )
+    page = Paginator(selectors.versions_of(current).select_related("author"), 25).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "flags/versions.html",
+        {
+            "application": app,
+            "environments": environments,
+            "current_env": current,
+            "latest": latest,
+            "pending": pending,
+            "page": page,
+            "form": VersionForm(),
+            "can_edit_env": permissions.can_edit_environment(request.user, current),
+        },
+    )
+
+
+@require_POST
+def version_create(request: HttpRequest, app_key: str, env_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    environment = selectors.environment_by_key(app, env_key)
+    permissions.require_edit_environment(request.user, environment)
+    form = VersionForm(request.POST)
+    url = reverse("versions", args=[app.key]) + f"?env={environment.key}"
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        return redirect(url)
+    try:
+        version = services.config_version_create(
+            actor=request.user, environment=environment, message=form.cleaned_data["message"]
+        )
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(url)
+    messages.success(request, f"Saved version {version.number} of {environment.name}.")
+    return redirect("version_detail", app_key=app.key, env_key=environment.key, number=version.number)
+
+
+@require_GET
+def version_detail(request: HttpRequest, app_key: str, env_key: str, number: int) -> HttpResponse:
+    """A version and its diff against the previous one, or against ``?against=N``."""
+    app = _app(request, app_key)
+    environment = selectors.environment_by_key(app, env_key)
+    version = selectors.version_by_number(environment, number)
+    against_raw = request.GET.get("against", "")
+    against = None
+    if against_raw.isdigit():
+        against = selectors.version_by_number(environment, int(against_raw))
+    elif number > 1:
+        against = selectors.versions_of(environment).filter(number__lt=number).first()
+    changes = documents.document_diff(
+        documents.load(against.document) if against else None, documents.load(version.document)
+    )
+    numbers = list(selectors.versions_of(environment).values_list("number", flat=True)[:200])
+    return render(
+        request,
+        "flags/version_detail.html",
+        {
+            "application": app,
+            "environment": environment,
+            "version": version,
+            "against": against,
+            "changes": changes,
+            "numbers": numbers,
+            "document": documents.load(version.document),
+        },
+    )
+
+
+# --- pages later work fills ------------------------------------------------------------------
+
+
+@require_GET
+def short_term(request: HttpRequest, app_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    flags = list(
+        selectors.flag_queryset(app, selectors.FlagFilters(short_term="yes", sort="remove_by"))
+        .select_related("owner")[:200]
+    )
+    return render(
+        request,
+        "flags/short_term.html",
+        {"application": app, "flags": flags, "today": selectors.today()},
+    )
+
+
+@require_GET
+def deployments(request: HttpRequest, app_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    return render(request, "flags/deployments.html", {"application": app})
+
+
+@require_GET
+def rollbacks(request: HttpRequest, app_key: str) -> HttpResponse:
+    app = _app(request, app_key)
+    return render(request, "flags/rollbacks.html", {"application": app})
