@@ -160,7 +160,6 @@ class SettingForm(forms.Form):
 
     EXTRA_VARIANT_ROWS = 2
 
-    enabled = forms.BooleanField(required=False, label="Enabled")
     revision = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
     default_variant = forms.CharField(required=False, max_length=64, label="Default variant")
 
@@ -214,7 +213,7 @@ class SettingForm(forms.Form):
 
     def _initial(self) -> dict[str, Any]:
         s = self.setting
-        initial: dict[str, Any] = {"enabled": s.enabled, "revision": s.revision}
+        initial: dict[str, Any] = {"revision": s.revision}
         for name, value in s.attribute_values.items():
             initial[self.attr_field(name)] = self._display(value)
         if s.flag.is_multivariant:
@@ -292,6 +291,7 @@ class SettingForm(forms.Form):
 
     def _variants(self, cleaned: dict[str, Any]) -> list[dict[str, Any]]:
         variants = []
+        self._variant_rows: list[int] = []  # form row of each variant sent to the service
         i = 0
         while f"variant_{i}_name" in self.fields:
             name = (cleaned.get(f"variant_{i}_name") or "").strip()
@@ -315,6 +315,7 @@ class SettingForm(forms.Form):
                 )
                 continue
             variants.append({"name": name, "value": value})
+            self._variant_rows.append(i - 1)
         return variants
 
     def field_for_service_key(self, key: str) -> str | None:
@@ -322,7 +323,12 @@ class SettingForm(forms.Form):
             return self.attr_field(key.split(".", 1)[1])
         if key.startswith("variants."):
             index = key.split(".", 1)[1]
-            return f"variant_{index}_name" if index.isdigit() else None
+            rows = getattr(self, "_variant_rows", [])
+            if index.isdigit() and int(index) < len(rows):
+                return f"variant_{rows[int(index)]}_name"
+            return None
+        if key == "variants":
+            return None
         return key
 
     def attribute_fields(self) -> list[forms.BoundField]:

@@ -289,6 +289,8 @@ def environment_create(
         environment=env,
         after=_environment_snapshot(env),
     )
+    # Version 1 is the environment's starting point: every flag, all off.
+    _save_version(actor, env, documents.working_document(env), "Environment created", None)
     return env
 
 
@@ -435,7 +437,7 @@ def flag_update(
 ) -> Flag:
     """Edit a flag's definition (its key and kind never change)."""
     _check(actor, permissions.require_edit_flags)
-    flag = Flag.objects.select_for_update().select_related("application", "owner").get(pk=flag.pk)
+    flag = Flag.objects.select_for_update(of=("self",)).select_related("application", "owner").get(pk=flag.pk)
     before = flag_snapshot(flag)
     flag.name = _clean_name(name)
     flag.description = _clean_text(description, "description", limit=1024)
@@ -464,7 +466,7 @@ def flag_update(
 def flag_set_archived(*, actor: Any, flag: Flag, archived: bool) -> Flag:
     """Archive (hide, leave out of new versions) or restore a flag."""
     _check(actor, permissions.require_edit_flags)
-    flag = Flag.objects.select_for_update().select_related("application", "owner").get(pk=flag.pk)
+    flag = Flag.objects.select_for_update(of=("self",)).select_related("application", "owner").get(pk=flag.pk)
     if (flag.archived_at is not None) == archived:
         state = "archived" if archived else "active"
         raise _field_error("archived", f"{flag.key} is already {state}.", "no_change")
@@ -738,18 +740,24 @@ def flag_setting_update(
     flag: Flag,
     environment: Environment,
     expected_revision: int,
-    enabled: bool,
     attribute_values: Mapping[str, Any],
+    enabled: bool | None = None,
     variants: list[dict[str, Any]] | None = None,
     default_variant: str = "",
 ) -> FlagSetting:
-    """Save a flag's values in one environment (the working state; a version saves it later)."""
+    """Save a flag's values in one environment (the working state; a version saves it later).
+
+    ``enabled=None`` keeps the current state: the dashboard changes it only through
+    ``flag_set_enabled``, which saves a version at once.
+    """
     _check(actor, permissions.require_edit_environment, environment)
     setting = _locked_setting(flag, environment)
     flag = setting.flag
     if flag.archived_at is not None:
         raise _field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
     _check_revision(setting, expected_revision)
+    if enabled is None:
+        enabled = setting.enabled
     errors: dict[str, list[ValidationError]] = {}
     values: dict[str, Any] = {}
     try:

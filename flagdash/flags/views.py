@@ -348,7 +348,10 @@ def _flag_page_context(
         "application": app,
         "flag": flag,
         "environments": environments,
-        "settings": flag_settings,
+        "env_cells": [
+            selectors.Cell(env, s, permissions.can_edit_environment(request.user, env))
+            for env, s in zip(environments, flag_settings, strict=True)
+        ],
         "current_env": current,
         "setting": setting,
         "form": form,
@@ -390,7 +393,6 @@ def flag_setting_save(request: HttpRequest, app_key: str, flag_key: str, env_key
                 flag=flag,
                 environment=environment,
                 expected_revision=data["revision"],
-                enabled=data["enabled"],
                 attribute_values=data["attribute_values"],
                 variants=data.get("variants"),
                 default_variant=data.get("default_variant") or "",
@@ -408,7 +410,8 @@ def flag_setting_save(request: HttpRequest, app_key: str, flag_key: str, env_key
         else:
             messages.success(
                 request,
-                f"Saved {flag.key} in {environment.name}. Save a version to make it live.",
+                f"Saved {flag.key}'s values in {environment.name}. "
+                "Review and save a version to make them live.",
             )
             url = reverse("flag_detail", args=[app.key, flag.key]) + f"?env={environment.key}"
             return redirect(url)

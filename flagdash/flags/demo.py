@@ -1,0 +1,247 @@
+"""Demo data for `make run`: two applications, realistic flags, three users.
+
+Everything goes through the services, so the demo's history is real audit history. Seeding is
+idempotent: an application that exists is left alone; demo users are created once and their
+password is kept equal to the demo password so the printed logins always work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from flagdash.accounts import services as account_services
+from flagdash.accounts.models import Role
+from flagdash.env import secret_from_file
+from flagdash.flags import services
+from flagdash.flags.models import Application, Environment, FlagKind, FlagSetting, ValueType
+
+User = get_user_model()
+DEMO_USERS = (("admin", Role.ADMIN), ("editor", Role.EDITOR), ("viewer", Role.VIEWER))
+
+
+def demo_password() -> tuple[str, str]:
+    """(password, where it came from)."""
+    if settings.FLAGDASH_DEMO_PASSWORD:
+        return settings.FLAGDASH_DEMO_PASSWORD, "FLAGDASH_DEMO_PASSWORD"
+    path = Path(settings.VAR_DIR) / "demo_password"
+    return secret_from_file(path, nbytes=12), str(path)
+
+
+def ensure_users(password: str) -> dict[str, Any]:
+    users = {}
+    for username, role in DEMO_USERS:
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            user = account_services.user_create(
+                actor=None,
+                username=username,
+                password=password,
+                role=role,
+                email=f"{username}@example.com",
+                check_password=False,
+            )
+        elif not user.check_password(password):
+            with transaction.atomic():
+                user.set_password(password)
+                user.save(update_fields=["password"])
+        users[username] = user
+    return users
+
+
+@dataclass(frozen=True)
+class DemoFlag:
+    key: str
+    name: str
+    description: str = ""
+    kind: str = FlagKind.BOOLEAN
+    value_type: str | None = None
+    short_term: bool = False
+    owner: str = "editor"
+    remove_by_days: int | None = None  # relative to today; negative = overdue
+    tags: tuple[str, ...] = ()
+    enabled: tuple[str, ...] = ()  # environment keys where it is on
+    attributes: tuple[dict[str, Any], ...] = ()
+    values: dict[str, dict[str, Any]] | None = None  # env key -> attribute values
+    variants: tuple[dict[str, Any], ...] = ()
+    default_variant: str = ""
+
+
+CHECKOUT = (
+    DemoFlag(
+        "allow-bitcoin-at-checkout",
+        "Allow Bitcoin at checkout",
+        "Offer Bitcoin as a payment option, with a limited-time discount for paying in BTC.",
+        short_term=True,
+        owner="editor",
+        remove_by_days=45,
+        tags=("payments", "promotion"),
+        attributes=(
+            {"name": "default-currency", "type": "string", "enum": ["USD", "BTC"],
+             "description": "Currency preselected at checkout.", "required": True},
+            {"name": "bitcoin-discount-percentage", "type": "number", "minimum": 0, "maximum": 100,
+             "description": "Discount when paying in BTC."},
+            {"name": "bitcoin-discount-end-date", "type": "date",
+             "description": "Last day of the discount."},
+        ),
+        values={
+            "beta": {"default-currency": "BTC", "bitcoin-discount-percentage": 5,
+                     "bitcoin-discount-end-date": "2026-12-31"},
+            "production": {"default-currency": "USD", "bitcoin-discount-percentage": 5,
+                           "bitcoin-discount-end-date": "2026-12-31"},
+        },
+    ),
+    DemoFlag("new-payment-form", "New payment form", "The redesigned card form with inline validation.",
+             short_term=True, owner="editor", remove_by_days=-20, tags=("payments", "release"),
+             enabled=("beta", "production")),
+    DemoFlag("express-checkout", "Express checkout", "Kill switch for one-click checkout.",
+             owner="admin", tags=("ops", "kill-switch"), enabled=("beta", "production")),
+    DemoFlag("checkout-button-color", "Checkout button colour", "A/B test of the primary button colour.",
+             kind=FlagKind.MULTIVARIANT, value_type=ValueType.STRING, short_term=True, owner="editor",
+             remove_by_days=20, tags=("experiment",), enabled=("beta",),
+             variants=({"name": "blue", "value": "#1f4fd1"}, {"name": "green", "value": "#137a3a"},
+                       {"name": "orange", "value": "#d97706"}), default_variant="blue"),
+    DemoFlag("max-cart-items", "Maximum items in a cart", "Upper bound on cart lines.",
+             kind=FlagKind.MULTIVARIANT, value_type=ValueType.INTEGER, owner="admin", tags=("limits",),
+             enabled=("beta", "production"),
+             variants=({"name": "standard", "value": 100}, {"name": "relaxed", "value": 250}),
+             default_variant="standard"),
+    DemoFlag("holiday-free-shipping", "Holiday free shipping", "Free shipping above a threshold.",
+             short_term=True, owner="editor", remove_by_days=-60, tags=("promotion",),
+             attributes=({"name": "threshold-usd", "type": "number", "minimum": 0, "maximum": 1000},),
+             values={"beta": {"threshold-usd": 50}, "production": {"threshold-usd": 75}}),
+    DemoFlag("fraud-check-v2", "Fraud check v2", "New risk-scoring service for card payments.",
+             short_term=True, owner="admin", remove_by_days=30, tags=("payments", "release"),
+             enabled=("beta",)),
+    DemoFlag("address-autocomplete", "Address autocomplete", "Suggest addresses while typing.",
+             owner="editor", tags=("ux",), enabled=("beta", "production"),
+             attributes=({"name": "provider", "type": "string", "enum": ["loqate", "google"]},
+                         {"name": "countries", "type": "string_list", "pattern": "^[A-Z]{2}$"}),
+             values={"beta": {"provider": "google", "countries": ["US", "CA", "GB"]},
+                     "production": {"provider": "loqate", "countries": ["US", "CA"]}}),
+    DemoFlag("promo-banner", "Promotion banner", "Content of the banner above the basket.",
+             kind=FlagKind.MULTIVARIANT, value_type=ValueType.OBJECT, owner="editor", tags=("promotion",),
+             enabled=("beta",),
+             variants=({"name": "none", "value": {}},
+                       {"name": "winter-sale", "value": {"text": "Winter sale: 20% off", "color": "#1f4fd1"}}),
+             default_variant="none"),
+)
+
+STOREFRONT = (
+    DemoFlag("search-ranking-model", "Search ranking model", "Which ranking model orders search results.",
+             kind=FlagKind.MULTIVARIANT, value_type=ValueType.STRING, owner="admin", tags=("search",),
+             enabled=("beta", "production"),
+             variants=({"name": "bm25", "value": "bm25"}, {"name": "semantic-v1", "value": "semantic-v1"},
+                       {"name": "semantic-v2", "value": "semantic-v2"}), default_variant="bm25"),
+    DemoFlag("product-recommendations", "Product recommendations", "“Customers also bought” carousel.",
+             owner="editor", tags=("ux",), enabled=("beta", "production")),
+    DemoFlag("dark-mode", "Dark mode", "Dark colour scheme for the storefront.", short_term=True,
+             owner="editor", remove_by_days=-35, tags=("ux", "release"), enabled=("beta", "production")),
+    DemoFlag("new-homepage-hero", "New homepage hero", "Video hero on the homepage.", short_term=True,
+             owner="admin", remove_by_days=-5, tags=("release",), enabled=("beta",)),
+    DemoFlag("reviews-widget-v3", "Reviews widget v3", "Rewritten product reviews widget.", short_term=True,
+             owner="editor", remove_by_days=60, tags=("release",)),
+    DemoFlag("discount-rate", "Loyalty discount rate", "Discount for loyalty members.",
+             kind=FlagKind.MULTIVARIANT, value_type=ValueType.FLOAT, owner="admin", tags=("pricing",),
+             enabled=("beta", "production"),
+             variants=({"name": "none", "value": 0.0}, {"name": "standard", "value": 0.05},
+                       {"name": "generous", "value": 0.1}), default_variant="standard"),
+    DemoFlag("maintenance-banner", "Maintenance banner", "Show the planned-maintenance notice.",
+             owner="admin", tags=("ops", "kill-switch")),
+)
+
+
+def _seed_application(
+    key: str, name: str, flags: tuple[DemoFlag, ...], users: dict[str, Any]
+) -> Application:
+    admin = users["admin"]
+    app = services.application_create(actor=admin, key=key, name=name)
+    envs = [
+        services.environment_create(actor=admin, application=app, key="beta", name="Beta"),
+        services.environment_create(
+            actor=admin, application=app, key="production", name="Production", protected=True
+        ),
+    ]
+    today = timezone.localdate()
+    for spec in flags:
+        owner = users[spec.owner]
+        flag = services.flag_create(
+            actor=owner,
+            application=app,
+            key=spec.key,
+            name=spec.name,
+            description=spec.description,
+            kind=spec.kind,
+            value_type=spec.value_type,
+            short_term=spec.short_term,
+            owner=owner,
+            remove_by=today + dt.timedelta(days=spec.remove_by_days)
+            if spec.remove_by_days is not None
+            else None,
+            tags=spec.tags,
+            variants=[dict(v) for v in spec.variants] or None,
+            default_variant=spec.default_variant,
+        )
+        for attribute in spec.attributes:
+            services.attribute_save(actor=owner, flag=flag, **attribute)
+        for env in envs:
+            setting = FlagSetting.objects.get(flag=flag, environment=env)
+            services.flag_setting_update(
+                actor=admin,
+                flag=flag,
+                environment=env,
+                expected_revision=setting.revision,
+                enabled=env.key in spec.enabled,
+                attribute_values=(spec.values or {}).get(env.key, {}),
+                variants=list(setting.variants) or None,
+                default_variant=setting.default_variant,
+            )
+    for env in envs:
+        services.config_version_create(actor=admin, environment=env, message="Initial configuration")
+    return app
+
+
+def _demo_history(users: dict[str, Any]) -> None:
+    """A few everyday changes so the audit log and versions have something to show."""
+    checkout = Application.objects.get(key="checkout")
+    beta = Environment.objects.get(application=checkout, key="beta")
+    fraud = checkout.flags.get(key="fraud-check-v2")
+    services.flag_set_enabled(actor=users["editor"], flag=fraud, environment=beta, enabled=False)
+    services.flag_set_enabled(actor=users["editor"], flag=fraud, environment=beta, enabled=True)
+    bitcoin = checkout.flags.get(key="allow-bitcoin-at-checkout")
+    setting = FlagSetting.objects.get(flag=bitcoin, environment=beta)
+    services.flag_setting_update(
+        actor=users["editor"],
+        flag=bitcoin,
+        environment=beta,
+        expected_revision=setting.revision,
+        enabled=False,
+        attribute_values={**setting.attribute_values, "bitcoin-discount-percentage": 10},
+    )
+    services.config_version_create(
+        actor=users["editor"], environment=beta, message="Raise the BTC discount to 10 % in beta"
+    )
+
+
+def seed_demo() -> tuple[list[str], str, str]:
+    """Create what is missing. Returns (applications created, password, password source)."""
+    password, source = demo_password()
+    users = ensure_users(password)
+    created = []
+    for key, name, flags in (
+        ("checkout", "Checkout", CHECKOUT),
+        ("storefront", "Storefront", STOREFRONT),
+    ):
+        if not Application.objects.filter(key=key).exists():
+            _seed_application(key, name, flags, users)
+            created.append(key)
+    if "checkout" in created:
+        _demo_history(users)
+    return created, password, source
