@@ -32,7 +32,9 @@ def require_or_fallback(
     redis = urlparse(redis_url)
     redis_up = _reachable(redis.hostname or "127.0.0.1", redis.port or 6379)
 
-    missing = [name for name, up in (("PostgreSQL", pg_up or not postgres), ("Redis", redis_up)) if not up]
+    missing = [
+        name for name, up in (("PostgreSQL", pg_up or not postgres), ("Redis", redis_up)) if not up
+    ]
     if missing and ci:
         raise ImproperlyConfigured(
             f"CI=true but {', '.join(missing)} is not reachable: the suite needs the real services."
@@ -55,6 +57,8 @@ def require_or_fallback(
             }
         }
     else:
-        warnings.warn("Redis unreachable: using an in-memory cache and broker (not CI)", stacklevel=2)
+        warnings.warn(
+            "Redis unreachable: using an in-memory cache and broker (not CI)", stacklevel=2
+        )
         caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     return databases, caches, pg_up, redis_up

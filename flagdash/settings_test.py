@@ -13,16 +13,24 @@ from pathlib import Path
 
 os.environ.setdefault("FLAGDASH_VAR_DIR", str(Path(tempfile.gettempdir()) / "flagdash-test-var"))
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
-os.environ.setdefault("DATABASE_URL", os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/flagdash"))
+os.environ.setdefault(
+    "DATABASE_URL",
+    os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/flagdash"),
+)
 os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 
-from flagdash.services_probe import require_or_fallback  # noqa: E402
-from flagdash.settings import *  # noqa: E402,F403
-from flagdash.settings import DATABASES, VAR_DIR  # noqa: E402
+from flagdash.services_probe import require_or_fallback
+from flagdash.settings import *  # noqa: F403
+from flagdash.settings import DATABASES, VAR_DIR
 
-DATABASES, CACHES, POSTGRES_AVAILABLE, REDIS_AVAILABLE = require_or_fallback(  # noqa: F811
+DATABASES, CACHES, POSTGRES_AVAILABLE, REDIS_AVAILABLE = require_or_fallback(
     DATABASES, os.environ["REDIS_URL"], VAR_DIR, ci=os.environ.get("CI", "").lower() == "true"
 )
+# Several suites on one machine (or pytest-xdist workers) each get their own test database.
+if POSTGRES_AVAILABLE:
+    DATABASES["default"]["TEST"] = {
+        "NAME": "test_flagdash" + os.environ.get("FLAGDASH_TEST_DB_SUFFIX", "")
+    }
 CELERY_BROKER_URL = os.environ["REDIS_URL"] if REDIS_AVAILABLE else "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 

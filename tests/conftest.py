@@ -68,7 +68,9 @@ def envs(beta, production):
 
 @pytest.fixture
 def flag(app, envs):
-    return make_flag(app, "allow-bitcoin-at-checkout", name="Allow bitcoin at checkout", short_term=True)
+    return make_flag(
+        app, "allow-bitcoin-at-checkout", name="Allow bitcoin at checkout", short_term=True
+    )
 
 
 def _client_for(client, user):

@@ -84,7 +84,9 @@ class ApiError(Exception):
 
 def field_errors(exc: ValidationError) -> FieldErrors:
     """A service's ValidationError as ``{field: [{code, message}]}``."""
-    by_field = exc.error_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.error_list}
+    by_field = (
+        exc.error_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.error_list}
+    )
     out: FieldErrors = {}
     for field, errors in by_field.items():
         name = "non_field_errors" if field == "__all__" else field
@@ -413,9 +415,7 @@ def resource(**handlers: Handler) -> Callable[..., HttpResponse]:
         except ValidationError as exc:
             response = validation_failed(exc).response()
         except PermissionDenied as exc:
-            response = ApiError(
-                403, "forbidden", str(exc) or "You may not do this."
-            ).response()
+            response = ApiError(403, "forbidden", str(exc) or "You may not do this.").response()
         except Http404 as exc:
             response = not_found(str(exc) or "Not found.").response()
         except RequestDataTooBig:

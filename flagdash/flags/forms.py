@@ -64,7 +64,9 @@ class OwnerField(forms.ChoiceField):
 
 class FlagDefinitionForm(forms.Form):
     name = forms.CharField(max_length=64, help_text="A short human name (one line).")
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=1024)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=1024
+    )
     short_term = forms.BooleanField(
         required=False,
         label="Short-term flag",
@@ -239,7 +241,9 @@ class SettingForm(forms.Form):
         help_text = attr.description
         common: dict[str, Any] = {"required": False, "label": label, "help_text": help_text}
         if attr.type == AttributeType.STRING and attr.enum:
-            return forms.ChoiceField(choices=[("", "— not set —")] + [(v, v) for v in attr.enum], **common)
+            return forms.ChoiceField(
+                choices=[("", "— not set —")] + [(v, v) for v in attr.enum], **common
+            )
         if attr.type == AttributeType.STRING:
             return forms.CharField(max_length=1024, strip=False, **common)
         if attr.type == AttributeType.NUMBER:
@@ -309,7 +313,9 @@ class SettingForm(forms.Form):
                 self.add_error(
                     f"variant_{i - 1}_value",
                     ValidationError(
-                        "Enter valid JSON." if self.flag.value_type == ValueType.OBJECT else "Enter a number.",
+                        "Enter valid JSON."
+                        if self.flag.value_type == ValueType.OBJECT
+                        else "Enter a number.",
                         code="wrong_type",
                     ),
                 )

@@ -32,7 +32,9 @@ tag_validator = RegexValidator(
 
 
 class Application(models.Model):
-    key = models.CharField(max_length=64, unique=True, validators=[key_validator], help_text=KEY_HELP)
+    key = models.CharField(
+        max_length=64, unique=True, validators=[key_validator], help_text=KEY_HELP
+    )
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True, validators=[MaxLengthValidator(1024)])
     created_at = models.DateTimeField(auto_now_add=True)
@@ -219,9 +221,7 @@ class FlagSetting(models.Model):
 class ConfigVersion(models.Model):
     """An immutable snapshot of one environment's whole flag configuration."""
 
-    environment = models.ForeignKey(
-        Environment, on_delete=models.PROTECT, related_name="versions"
-    )
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     document = models.TextField(help_text="Canonical JSON; sha256 is computed over these bytes.")
     sha256 = models.CharField(max_length=64)

@@ -187,7 +187,10 @@ def _owner(owner: Any) -> Any:
 
 def _default_variants(value_type: str) -> tuple[list[dict[str, Any]], str]:
     defaults: dict[str, list[dict[str, Any]]] = {
-        ValueType.STRING: [{"name": "control", "value": "control"}, {"name": "treatment", "value": "treatment"}],
+        ValueType.STRING: [
+            {"name": "control", "value": "control"},
+            {"name": "treatment", "value": "treatment"},
+        ],
         ValueType.INTEGER: [{"name": "zero", "value": 0}, {"name": "one", "value": 1}],
         ValueType.FLOAT: [{"name": "zero", "value": 0.0}, {"name": "one", "value": 1.0}],
         ValueType.OBJECT: [{"name": "empty", "value": {}}],
@@ -211,7 +214,9 @@ def application_create(*, actor: Any, key: str, name: str, description: str = ""
         with transaction.atomic():
             app = Application.objects.create(key=key, name=name, description=description)
     except IntegrityError as exc:
-        raise _field_error("key", f"An application with key “{key}” already exists.", "duplicate") from exc
+        raise _field_error(
+            "key", f"An application with key “{key}” already exists.", "duplicate"
+        ) from exc
     audit_record(
         actor=actor,
         action=Action.APPLICATION_CREATED,
@@ -361,14 +366,18 @@ def flag_create(
         errors["kind"] = ValidationError("Choose boolean or multi-variant.", code="invalid_choice")
     if kind == FlagKind.BOOLEAN:
         value_type = ValueType.BOOLEAN
-    elif value_type not in (ValueType.STRING, ValueType.INTEGER, ValueType.FLOAT, ValueType.OBJECT):
+    elif value_type is None or value_type not in (
+        ValueType.STRING,
+        ValueType.INTEGER,
+        ValueType.FLOAT,
+        ValueType.OBJECT,
+    ):
         errors["value_type"] = ValidationError(
             "A multi-variant flag serves strings, integers, floats or JSON objects.",
             code="invalid_choice",
         )
-    if errors:
+    if errors or value_type is None:
         raise ValidationError(errors)
-    assert value_type is not None
     if kind == FlagKind.MULTIVARIANT:
         if variants is None:
             variants, default_variant = _default_variants(value_type)
@@ -437,14 +446,20 @@ def flag_update(
 ) -> Flag:
     """Edit a flag's definition (its key and kind never change)."""
     _check(actor, permissions.require_edit_flags)
-    flag = Flag.objects.select_for_update(of=("self",)).select_related("application", "owner").get(pk=flag.pk)
+    flag = (
+        Flag.objects.select_for_update(of=("self",))
+        .select_related("application", "owner")
+        .get(pk=flag.pk)
+    )
     before = flag_snapshot(flag)
     flag.name = _clean_name(name)
     flag.description = _clean_text(description, "description", limit=1024)
     flag.short_term = bool(short_term)
     flag.owner = _owner(owner)
     flag.remove_by = remove_by
-    flag.save(update_fields=["name", "description", "short_term", "owner", "remove_by", "updated_at"])
+    flag.save(
+        update_fields=["name", "description", "short_term", "owner", "remove_by", "updated_at"]
+    )
     flag.tags.set(_tags(flag.application, tags))
     after = flag_snapshot(flag)
     if before != after:
@@ -466,7 +481,11 @@ def flag_update(
 def flag_set_archived(*, actor: Any, flag: Flag, archived: bool) -> Flag:
     """Archive (hide, leave out of new versions) or restore a flag."""
     _check(actor, permissions.require_edit_flags)
-    flag = Flag.objects.select_for_update(of=("self",)).select_related("application", "owner").get(pk=flag.pk)
+    flag = (
+        Flag.objects.select_for_update(of=("self",))
+        .select_related("application", "owner")
+        .get(pk=flag.pk)
+    )
     if (flag.archived_at is not None) == archived:
         state = "archived" if archived else "active"
         raise _field_error("archived", f"{flag.key} is already {state}.", "no_change")
@@ -658,7 +677,9 @@ def changes_since(setting: FlagSetting, revision: int) -> list[ChangeSince]:
 
 def _check_revision(setting: FlagSetting, expected_revision: int | None) -> None:
     if expected_revision is not None and expected_revision != setting.revision:
-        raise RevisionConflict(setting, expected_revision, changes_since(setting, expected_revision))
+        raise RevisionConflict(
+            setting, expected_revision, changes_since(setting, expected_revision)
+        )
 
 
 def _audit_setting(
@@ -720,7 +741,9 @@ def flag_set_enabled(
 
     latest = latest_version(environment)
     document = documents.load(latest.document) if latest else documents.empty_document(environment)
-    entry = document["flags"].get(flag.key) or documents.flag_entry(setting.flag, setting, attributes)
+    entry = document["flags"].get(flag.key) or documents.flag_entry(
+        setting.flag, setting, attributes
+    )
     entry["enabled"] = enabled
     document["flags"][flag.key] = entry
     version = _save_version(
@@ -800,9 +823,7 @@ def latest_version(environment: Environment) -> ConfigVersion | None:
 def _lock_environment(environment: Environment) -> Environment:
     """Serialise version numbering per environment (lock order: environment, then settings)."""
     return (
-        Environment.objects.select_for_update()
-        .select_related("application")
-        .get(pk=environment.pk)
+        Environment.objects.select_for_update().select_related("application").get(pk=environment.pk)
     )
 
 
@@ -848,9 +869,7 @@ def _save_version(
 
 
 @transaction.atomic(durable=True)
-def config_version_create(
-    *, actor: Any, environment: Environment, message: str
-) -> ConfigVersion:
+def config_version_create(*, actor: Any, environment: Environment, message: str) -> ConfigVersion:
     """Save the environment's whole working state as a new immutable version."""
     _check(actor, permissions.require_edit_environment, environment)
     env = _lock_environment(environment)

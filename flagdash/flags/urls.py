@@ -12,13 +12,27 @@ urlpatterns = [
     path(flag_prefix + "edit/", views.flag_edit, name="flag_edit"),
     path(flag_prefix + "archive/", views.flag_archive, name="flag_archive"),
     path(flag_prefix + "env/<str:env_key>/toggle/", views.flag_toggle, name="flag_toggle"),
-    path(flag_prefix + "env/<str:env_key>/values/", views.flag_setting_save, name="flag_setting_save"),
+    path(
+        flag_prefix + "env/<str:env_key>/values/", views.flag_setting_save, name="flag_setting_save"
+    ),
     path(flag_prefix + "attributes/new/", views.attribute_edit, name="flag_attribute_create"),
-    path(flag_prefix + "attributes/<int:attribute_id>/edit/", views.attribute_edit, name="flag_attribute_edit"),
-    path(flag_prefix + "attributes/<int:attribute_id>/delete/", views.attribute_delete, name="flag_attribute_delete"),
+    path(
+        flag_prefix + "attributes/<int:attribute_id>/edit/",
+        views.attribute_edit,
+        name="flag_attribute_edit",
+    ),
+    path(
+        flag_prefix + "attributes/<int:attribute_id>/delete/",
+        views.attribute_delete,
+        name="flag_attribute_delete",
+    ),
     path(app_prefix + "versions/", views.version_list, name="versions"),
     path(app_prefix + "versions/<str:env_key>/new/", views.version_create, name="version_create"),
-    path(app_prefix + "versions/<str:env_key>/<int:number>/", views.version_detail, name="version_detail"),
+    path(
+        app_prefix + "versions/<str:env_key>/<int:number>/",
+        views.version_detail,
+        name="version_detail",
+    ),
     path(app_prefix + "short-term/", views.short_term, name="short_term"),
     path(app_prefix + "deployments/", views.deployments, name="deployments"),
     path(app_prefix + "rollbacks/", views.rollbacks, name="rollbacks"),

@@ -54,7 +54,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ValidationError(f"Not a valid regular expression: {exc}.", code="invalid_regex") from exc
+        raise ValidationError(
+            f"Not a valid regular expression: {exc}.", code="invalid_regex"
+        ) from exc
 
 
 def validate_attribute_definition(
@@ -93,9 +95,7 @@ def validate_attribute_definition(
                 "Use either a pattern or a list of allowed values, not both.", code="exclusive"
             )
         elif len(enum) > MAX_ENUM:
-            errors["enum"] = ValidationError(
-                f"At most {MAX_ENUM} allowed values.", code="too_many"
-            )
+            errors["enum"] = ValidationError(f"At most {MAX_ENUM} allowed values.", code="too_many")
         elif not all(isinstance(v, str) and 0 < len(v) <= MAX_STRING for v in enum):
             errors["enum"] = ValidationError(
                 "Allowed values must be non-empty strings.", code="invalid"
@@ -180,7 +180,9 @@ def validate_attribute_value(attr: FlagAttribute, value: Any) -> Any:
             try:
                 dt.date.fromisoformat(value)
             except ValueError as exc:
-                raise ValidationError(f"{what}: {value} is not a real date.", code="invalid_date") from exc
+                raise ValidationError(
+                    f"{what}: {value} is not a real date.", code="invalid_date"
+                ) from exc
             return value
     raise ValidationError(f"{what} has an unknown type {attr.type!r}.", code="invalid")
 
@@ -191,7 +193,11 @@ def validate_attribute_values(
     """Validate a whole set of attribute values; errors are keyed ``attribute_values.<name>``."""
     if not isinstance(values, Mapping):
         raise ValidationError(
-            {"attribute_values": ValidationError("Attribute values must be an object.", code="wrong_type")}
+            {
+                "attribute_values": ValidationError(
+                    "Attribute values must be an object.", code="wrong_type"
+                )
+            }
         )
     by_name = {a.name: a for a in attributes}
     errors: dict[str, ValidationError] = {}

@@ -51,7 +51,8 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 def _app(request: HttpRequest, app_key: str) -> Application:
     permissions.require_view(request.user)
     app = selectors.application_by_key(app_key)
-    request.session["app_key"] = app.key
+    if request.session.get("app_key") != app.key:  # remembered for "/", written only on change
+        request.session["app_key"] = app.key
     return app
 
 
@@ -171,7 +172,9 @@ def flag_toggle(request: HttpRequest, app_key: str, flag_key: str, env_key: str)
         )
     except services.RevisionConflict as exc:
         if partial:
-            return _switch_response(request, flag, environment, status=409, toast=(str(exc), "error"))
+            return _switch_response(
+                request, flag, environment, status=409, toast=(str(exc), "error")
+            )
         messages.error(request, str(exc))
         return redirect(back)
     except ValidationError as exc:
@@ -225,7 +228,10 @@ def flag_create(request: HttpRequest, app_key: str) -> HttpResponse:
                 return redirect("flag_detail", app_key=app.key, flag_key=flag.key)
         status = 422
     return render(
-        request, "flags/flag_form.html", {"application": app, "form": form, "creating": True}, status=status
+        request,
+        "flags/flag_form.html",
+        {"application": app, "form": form, "creating": True},
+        status=status,
     )
 
 
@@ -370,18 +376,26 @@ def flag_detail(request: HttpRequest, app_key: str, flag_key: str) -> HttpRespon
     app = _app(request, app_key)
     flag = selectors.flag_by_key(app, flag_key)
     context = _flag_page_context(request, app, flag, request.GET.get("env"))
-    template = "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+    template = (
+        "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+    )
     return render(request, template, context)
 
 
 @require_POST
-def flag_setting_save(request: HttpRequest, app_key: str, flag_key: str, env_key: str) -> HttpResponse:
+def flag_setting_save(
+    request: HttpRequest, app_key: str, flag_key: str, env_key: str
+) -> HttpResponse:
     """Save a flag's values in one environment (refused if someone saved meanwhile)."""
     app = _app(request, app_key)
     flag = selectors.flag_by_key(app, flag_key)
     environment = selectors.environment_by_key(app, env_key)
     permissions.require_edit_environment(request.user, environment)
-    setting = get_object_or_404(FlagSetting.objects.select_related("flag", "environment"), flag=flag, environment=environment)
+    setting = get_object_or_404(
+        FlagSetting.objects.select_related("flag", "environment"),
+        flag=flag,
+        environment=environment,
+    )
     setting.flag = flag
     form = SettingForm(request.POST, setting=setting, attributes=selectors.attributes_of(flag))
     conflict = None
@@ -417,7 +431,9 @@ def flag_setting_save(request: HttpRequest, app_key: str, flag_key: str, env_key
             return redirect(url)
     context = _flag_page_context(request, app, flag, environment.key, form=form, conflict=conflict)
     status = 409 if conflict else 422
-    template = "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+    template = (
+        "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+    )
     return render(request, template, context, status=status)
 
 
@@ -534,7 +550,9 @@ def version_create(request: HttpRequest, app_key: str, env_key: str) -> HttpResp
         messages.error(request, _error_text(exc))
         return redirect(url)
     messages.success(request, f"Saved version {version.number} of {environment.name}.")
-    return redirect("version_detail", app_key=app.key, env_key=environment.key, number=version.number)
+    return redirect(
+        "version_detail", app_key=app.key, env_key=environment.key, number=version.number
+    )
 
 
 @require_GET
@@ -575,8 +593,9 @@ def version_detail(request: HttpRequest, app_key: str, env_key: str, number: int
 def short_term(request: HttpRequest, app_key: str) -> HttpResponse:
     app = _app(request, app_key)
     flags = list(
-        selectors.flag_queryset(app, selectors.FlagFilters(short_term="yes", sort="remove_by"))
-        .select_related("owner")[:200]
+        selectors.flag_queryset(
+            app, selectors.FlagFilters(short_term="yes", sort="remove_by")
+        ).select_related("owner")[:200]
     )
     return render(
         request,

@@ -33,7 +33,11 @@ def setting(flag, env):
 
 def test_creating_a_flag_gives_it_a_disabled_setting_in_every_environment(app, envs, editor):
     flag = services.flag_create(
-        actor=editor, application=app, key="new-search", name="New search", tags=["Search", "search"]
+        actor=editor,
+        application=app,
+        key="new-search",
+        name="New search",
+        tags=["Search", "search"],
     )
     assert [s.enabled for s in FlagSetting.objects.filter(flag=flag)] == [False, False]
     assert list(flag.tags.values_list("name", flat=True)) == ["search"]
@@ -54,7 +58,11 @@ def test_creating_a_flag_gives_it_a_disabled_setting_in_every_environment(app, e
         ({"key": "ok", "name": " "}, "name", "required"),
         ({"key": "ok", "tags": ["no spaces allowed"]}, "tags", "invalid_tag"),
         ({"key": "ok", "owner": "nobody"}, "owner", "unknown_user"),
-        ({"key": "ok", "kind": "multivariant", "value_type": "boolean"}, "value_type", "invalid_choice"),
+        (
+            {"key": "ok", "kind": "multivariant", "value_type": "boolean"},
+            "value_type",
+            "invalid_choice",
+        ),
     ],
 )
 def test_bad_input_is_refused_at_the_field_and_nothing_is_written(app, envs, kwargs, field, code):
@@ -75,7 +83,9 @@ def test_a_duplicate_key_is_refused(app, envs, flag):
     assert counts() == before
 
 
-def test_a_viewer_cannot_create_flags_nor_an_editor_toggle_production(app, envs, viewer, editor, flag, production):
+def test_a_viewer_cannot_create_flags_nor_an_editor_toggle_production(
+    app, envs, viewer, editor, flag, production
+):
     before = counts()
     with pytest.raises(PermissionDenied):
         services.flag_create(actor=viewer, application=app, key="x", name="x")
@@ -92,7 +102,11 @@ def test_toggling_saves_a_version_with_only_that_change(app, beta, production, e
     services.flag_set_enabled(actor=editor, flag=first, environment=beta, enabled=True)  # v3
     # an unsaved edit of another flag must not ride along with the next toggle
     services.flag_setting_update(
-        actor=editor, flag=second, environment=beta, expected_revision=1, attribute_values={"limit": 3}
+        actor=editor,
+        flag=second,
+        environment=beta,
+        expected_revision=1,
+        attribute_values={"limit": 3},
     )
     result = services.flag_set_enabled(actor=editor, flag=first, environment=beta, enabled=False)
     document = json.loads(result.version.document)
@@ -100,13 +114,21 @@ def test_toggling_saves_a_version_with_only_that_change(app, beta, production, e
     assert document["flags"]["first"]["enabled"] is False
     assert document["flags"]["second"]["attribute_values"] == {}
     toggles = AuditEvent.objects.filter(action=Action.FLAG_TOGGLED).order_by("id")
-    assert [(e.before["enabled"], e.after["enabled"]) for e in toggles] == [(False, True), (True, False)]
+    assert [(e.before["enabled"], e.after["enabled"]) for e in toggles] == [
+        (False, True),
+        (True, False),
+    ]
     assert AuditEvent.objects.filter(action=Action.VERSION_CREATED, environment=beta).count() == 4
 
 
 def test_enabling_needs_the_required_attributes(app, beta, flag):
     services.attribute_save(
-        actor=None, flag=flag, name="default-currency", type="string", enum=["USD", "BTC"], required=True
+        actor=None,
+        flag=flag,
+        name="default-currency",
+        type="string",
+        enum=["USD", "BTC"],
+        required=True,
     )
     before = counts()
     with pytest.raises(ValidationError) as info:
@@ -116,27 +138,43 @@ def test_enabling_needs_the_required_attributes(app, beta, flag):
 
 
 def test_a_value_that_breaks_a_constraint_changes_nothing(app, beta, flag):
-    services.attribute_save(actor=None, flag=flag, name="pct", type="number", minimum=0, maximum=100)
+    services.attribute_save(
+        actor=None, flag=flag, name="pct", type="number", minimum=0, maximum=100
+    )
     before = counts()
     with pytest.raises(ValidationError) as info:
         services.flag_setting_update(
-            actor=None, flag=flag, environment=beta, expected_revision=1, attribute_values={"pct": 150}
+            actor=None,
+            flag=flag,
+            environment=beta,
+            expected_revision=1,
+            attribute_values={"pct": 150},
         )
     assert info.value.error_dict["attribute_values.pct"][0].code == "above_maximum"
     assert counts() == before
     assert setting(flag, beta).attribute_values == {}
 
 
-def test_the_second_of_two_concurrent_edits_is_refused_with_what_changed(beta, flag, editor, admin_user):
+def test_the_second_of_two_concurrent_edits_is_refused_with_what_changed(
+    beta, flag, editor, admin_user
+):
     services.attribute_save(actor=None, flag=flag, name="pct", type="number")
     opened = setting(flag, beta).revision  # both people open the page at this revision
     services.flag_setting_update(
-        actor=editor, flag=flag, environment=beta, expected_revision=opened, attribute_values={"pct": 5}
+        actor=editor,
+        flag=flag,
+        environment=beta,
+        expected_revision=opened,
+        attribute_values={"pct": 5},
     )
     before = counts()
     with pytest.raises(services.RevisionConflict) as info:
         services.flag_setting_update(
-            actor=admin_user, flag=flag, environment=beta, expected_revision=opened, attribute_values={"pct": 9}
+            actor=admin_user,
+            flag=flag,
+            environment=beta,
+            expected_revision=opened,
+            attribute_values={"pct": 9},
         )
     conflict = info.value
     assert "editor changed allow-bitcoin-at-checkout in Beta" in str(conflict)
@@ -157,7 +195,9 @@ def test_a_stale_toggle_is_refused(beta, flag, editor):
     assert setting(flag, beta).enabled is True
 
 
-def test_saving_a_version_snapshots_the_working_state_and_refuses_an_identical_one(app, beta, flag, editor):
+def test_saving_a_version_snapshots_the_working_state_and_refuses_an_identical_one(
+    app, beta, flag, editor
+):
     assert ConfigVersion.objects.get(environment=beta).message == "Environment created"
     version = services.config_version_create(actor=editor, environment=beta, message="first")
     document = json.loads(version.document)
@@ -183,12 +223,16 @@ def test_archived_flags_leave_new_versions_and_cannot_be_toggled(app, beta, flag
     )[-2:] == [Action.FLAG_ARCHIVED, Action.FLAG_RESTORED]
 
 
-def test_renaming_an_attribute_carries_its_values_and_a_tighter_constraint_is_checked(beta, production, flag):
+def test_renaming_an_attribute_carries_its_values_and_a_tighter_constraint_is_checked(
+    beta, production, flag
+):
     attribute = services.attribute_save(actor=None, flag=flag, name="pct", type="number")
     services.flag_setting_update(
         actor=None, flag=flag, environment=beta, expected_revision=1, attribute_values={"pct": 50}
     )
-    services.attribute_save(actor=None, flag=flag, attribute=attribute, name="percent", type="number")
+    services.attribute_save(
+        actor=None, flag=flag, attribute=attribute, name="percent", type="number"
+    )
     assert setting(flag, beta).attribute_values == {"percent": 50}
     with pytest.raises(ValidationError) as info:
         services.attribute_save(
@@ -199,10 +243,16 @@ def test_renaming_an_attribute_carries_its_values_and_a_tighter_constraint_is_ch
     assert attribute.maximum is None
 
 
-def test_removing_an_attribute_with_production_values_needs_an_admin(beta, production, flag, editor, admin_user):
+def test_removing_an_attribute_with_production_values_needs_an_admin(
+    beta, production, flag, editor, admin_user
+):
     attribute = services.attribute_save(actor=None, flag=flag, name="pct", type="number")
     services.flag_setting_update(
-        actor=None, flag=flag, environment=production, expected_revision=1, attribute_values={"pct": 1}
+        actor=None,
+        flag=flag,
+        environment=production,
+        expected_revision=1,
+        attribute_values={"pct": 1},
     )
     with pytest.raises(PermissionDenied):
         services.attribute_delete(actor=editor, attribute=attribute)
@@ -217,10 +267,14 @@ def test_a_new_environment_gets_a_setting_for_every_flag(app, beta, flag):
     assert staging.position > beta.position
 
 
-def test_every_mutation_keeps_the_audit_chain_intact(app, beta, production, flag, editor, admin_user):
+def test_every_mutation_keeps_the_audit_chain_intact(
+    app, beta, production, flag, editor, admin_user
+):
     services.flag_set_enabled(actor=editor, flag=flag, environment=beta, enabled=True)
     services.flag_set_enabled(actor=admin_user, flag=flag, environment=production, enabled=True)
-    services.environment_update(actor=admin_user, environment=beta, name="Beta (EU)", protected=False)
+    services.environment_update(
+        actor=admin_user, environment=beta, name="Beta (EU)", protected=False
+    )
     checked, broken = audit_verify_chain()
     assert broken is None
     assert checked == AuditEvent.objects.count() > 5

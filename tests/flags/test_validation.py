@@ -70,7 +70,9 @@ def test_values_that_break_the_constraint_are_refused_with_a_code(attribute, val
 
 def test_the_error_message_names_the_attribute_and_the_allowed_values():
     with pytest.raises(ValidationError) as info:
-        validate_attribute_value(attr(name="default-currency", type="string", enum=["USD", "BTC"]), "EUR")
+        validate_attribute_value(
+            attr(name="default-currency", type="string", enum=["USD", "BTC"]), "EUR"
+        )
     assert info.value.messages == ["“default-currency” must be one of: USD, BTC."]
 
 
@@ -121,7 +123,13 @@ def test_variants_are_typed_unique_and_the_default_is_one_of_them():
     ("value_type", "variants", "default", "field", "code"),
     [
         ("string", [], "", "variants", "required"),
-        ("string", [{"name": "a", "value": "x"}, {"name": "a", "value": "y"}], "a", "variants.1", "duplicate"),
+        (
+            "string",
+            [{"name": "a", "value": "x"}, {"name": "a", "value": "y"}],
+            "a",
+            "variants.1",
+            "duplicate",
+        ),
         ("integer", [{"name": "a", "value": 1.5}], "a", "variants.0", "wrong_type"),
         ("object", [{"name": "a", "value": [1]}], "a", "variants.0", "wrong_type"),
         ("string", [{"name": "bad name", "value": "x"}], "bad name", "variants.0", "invalid_name"),

@@ -7,40 +7,132 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('flags', '0001_initial'),
+        ("flags", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('occurred_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('actor_name', models.CharField(blank=True, max_length=150)),
-                ('action', models.CharField(choices=[('application.created', 'Application created'), ('application.updated', 'Application updated'), ('environment.created', 'Environment created'), ('environment.updated', 'Environment updated'), ('flag.created', 'Flag created'), ('flag.updated', 'Flag edited'), ('flag.archived', 'Flag archived'), ('flag.restored', 'Flag restored'), ('flag.toggled', 'Flag toggled'), ('setting.updated', 'Values edited'), ('attribute.created', 'Attribute added'), ('attribute.updated', 'Attribute changed'), ('attribute.deleted', 'Attribute removed'), ('version.created', 'Version saved'), ('user.role_changed', 'Role changed'), ('api_token.created', 'API token created'), ('api_token.revoked', 'API token revoked'), ('auth.login', 'Logged in'), ('auth.logout', 'Logged out'), ('auth.login_failed', 'Login failed')], max_length=40)),
-                ('target_type', models.CharField(max_length=40)),
-                ('target_id', models.CharField(blank=True, max_length=64)),
-                ('target_repr', models.CharField(blank=True, max_length=200)),
-                ('before', models.JSONField(blank=True, null=True)),
-                ('after', models.JSONField(blank=True, null=True)),
-                ('request_id', models.CharField(blank=True, max_length=64)),
-                ('source', models.CharField(choices=[('web', 'Web'), ('api', 'API'), ('worker', 'Worker'), ('cli', 'Command line'), ('alarm', 'Alarm'), ('system', 'System')], max_length=16)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('prev_hash', models.CharField(max_length=64)),
-                ('hash', models.CharField(max_length=64, unique=True)),
-                ('actor', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('application', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='flags.application')),
-                ('environment', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='flags.environment')),
-                ('flag', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='flags.flag')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                (
+                    "occurred_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("actor_name", models.CharField(blank=True, max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("application.created", "Application created"),
+                            ("application.updated", "Application updated"),
+                            ("environment.created", "Environment created"),
+                            ("environment.updated", "Environment updated"),
+                            ("flag.created", "Flag created"),
+                            ("flag.updated", "Flag edited"),
+                            ("flag.archived", "Flag archived"),
+                            ("flag.restored", "Flag restored"),
+                            ("flag.toggled", "Flag toggled"),
+                            ("setting.updated", "Values edited"),
+                            ("attribute.created", "Attribute added"),
+                            ("attribute.updated", "Attribute changed"),
+                            ("attribute.deleted", "Attribute removed"),
+                            ("version.created", "Version saved"),
+                            ("user.role_changed", "Role changed"),
+                            ("api_token.created", "API token created"),
+                            ("api_token.revoked", "API token revoked"),
+                            ("auth.login", "Logged in"),
+                            ("auth.logout", "Logged out"),
+                            ("auth.login_failed", "Login failed"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("target_type", models.CharField(max_length=40)),
+                ("target_id", models.CharField(blank=True, max_length=64)),
+                ("target_repr", models.CharField(blank=True, max_length=200)),
+                ("before", models.JSONField(blank=True, null=True)),
+                ("after", models.JSONField(blank=True, null=True)),
+                ("request_id", models.CharField(blank=True, max_length=64)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("web", "Web"),
+                            ("api", "API"),
+                            ("worker", "Worker"),
+                            ("cli", "Command line"),
+                            ("alarm", "Alarm"),
+                            ("system", "System"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("client_ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("prev_hash", models.CharField(max_length=64)),
+                ("hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "application",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="flags.application",
+                    ),
+                ),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="flags.environment",
+                    ),
+                ),
+                (
+                    "flag",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="flags.flag",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'indexes': [models.Index(fields=['flag', '-id'], name='audit_flag_id'), models.Index(fields=['actor', '-id'], name='audit_actor_id'), models.Index(fields=['action', '-id'], name='audit_action_id'), models.Index(fields=['environment', '-id'], name='audit_env_id'), models.Index(fields=['application', '-id'], name='audit_app_id'), models.Index(fields=['target_type', 'target_id', '-id'], name='audit_target_id'), models.Index(fields=['request_id'], name='audit_request_id')],
+                "ordering": ["-id"],
+                "indexes": [
+                    models.Index(fields=["flag", "-id"], name="audit_flag_id"),
+                    models.Index(fields=["actor", "-id"], name="audit_actor_id"),
+                    models.Index(fields=["action", "-id"], name="audit_action_id"),
+                    models.Index(fields=["environment", "-id"], name="audit_env_id"),
+                    models.Index(fields=["application", "-id"], name="audit_app_id"),
+                    models.Index(
+                        fields=["target_type", "target_id", "-id"], name="audit_target_id"
+                    ),
+                    models.Index(fields=["request_id"], name="audit_request_id"),
+                ],
             },
         ),
     ]

@@ -25,6 +25,8 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"  flagdash: {url}"))
         for username, role in DEMO_USERS:
-            self.stdout.write(f"  login: {username:<7} ({role.label.lower():<6})  password: {password}")
+            self.stdout.write(
+                f"  login: {username:<7} ({role.label.lower():<6})  password: {password}"
+            )
         self.stdout.write(f"  (password from {source})")
         self.stdout.write("")
