@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 from pathlib import Path
@@ -53,7 +54,7 @@ def require_or_fallback(
             "default": {
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
                 "LOCATION": redis_url,
-                "KEY_PREFIX": "flagdash-test",
+                "KEY_PREFIX": "flagdash-test" + os.environ.get("FLAGDASH_TEST_DB_SUFFIX", ""),
             }
         }
     else:

@@ -15,9 +15,21 @@ from tests.factories import PASSWORD, UserFactory, make_application, make_enviro
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
 
 
+def _clear_our_cache_keys() -> None:
+    """Forget throttle counters and the like, without flushing other suites' Redis keys."""
+    redis = getattr(cache, "_cache", None)
+    if redis is None or not hasattr(redis, "get_client"):
+        cache.clear()
+        return
+    client = redis.get_client(write=True)
+    keys = list(client.scan_iter(match=f"{cache.key_prefix}:*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
-    cache.clear()
+    _clear_our_cache_keys()
     yield
 
 

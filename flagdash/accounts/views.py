@@ -1,14 +1,51 @@
-"""Login (throttled) and the settings pages (applications, environments, users and roles)."""
+"""Login (throttled) and the settings pages (applications, environments, users and roles).
+
+Every role may read /settings/; only admins get the forms and only admins may post. Each write
+has its own URL: it checks the permission on the server, parses a form, calls one service, then
+redirects back to /settings/ (plain POST) or re-renders its section of the page (htmx). A
+refused change re-renders the form with the service's message at the field (422).
+"""
 
 from __future__ import annotations
 
-from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any
 
-from flagdash.accounts.forms import LoginForm
-from flagdash.accounts.permissions import require_view
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth import views as auth_views
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+
+from flagdash.accounts import permissions
+from flagdash.accounts.forms import (
+    ApplicationForm,
+    EnvironmentCreateForm,
+    EnvironmentEditForm,
+    LoginForm,
+    RoleForm,
+    UserCreateForm,
+)
+from flagdash.accounts.models import Role
+from flagdash.accounts.services import user_create, user_set_role
+from flagdash.backends.models import BackendConnection
+from flagdash.flags import services as flag_services
+from flagdash.flags.forms import apply_service_errors
+from flagdash.flags.models import Application, Environment, Flag
+
+User = get_user_model()
+
+View = Callable[..., HttpResponse]
 
 
 class LoginView(auth_views.LoginView):
@@ -17,7 +54,343 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
 
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class EnvironmentRow:
+    environment: Environment
+    form: forms.Form | None
+
+
+@dataclass
+class ApplicationRow:
+    application: Application
+    environment_count: int
+    flag_count: int
+    archived_flag_count: int
+    environments: list[EnvironmentRow]
+    environment_form: forms.Form | None
+
+
+@dataclass
+class UserRow:
+    user: Any
+    role: str  # "" when the user has no access
+    form: forms.Form | None
+
+
+@dataclass
+class SettingsData:
+    can_admin: bool
+    applications: list[ApplicationRow] = field(default_factory=list)
+    users: list[UserRow] = field(default_factory=list)
+    backends: list[BackendConnection] = field(default_factory=list)
+    application_form: forms.Form | None = None
+    user_form: forms.Form | None = None
+
+
+def _count(queryset: QuerySet[Any]) -> Coalesce:
+    """Count rows of ``queryset`` per application (correlated subquery; no row explosion)."""
+    counted = (
+        queryset.filter(application=OuterRef("pk"))
+        .order_by()
+        .values("application")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def _applications_for_settings() -> QuerySet[Application]:
+    """Applications with their counts and their environments (two queries, however many)."""
+    return Application.objects.annotate(
+        environment_count=_count(Environment.objects.all()),
+        flag_count=_count(Flag.objects.filter(archived_at__isnull=True)),
+        archived_flag_count=_count(Flag.objects.filter(archived_at__isnull=False)),
+    ).prefetch_related(
+        Prefetch(
+            "environments",
+            queryset=Environment.objects.select_related("backend").order_by("position", "id"),
+        )
+    )
+
+
+# Each form on the page has ids of its own (several forms share field names).
+def _application_form(data: Mapping[str, Any] | None = None) -> ApplicationForm:
+    return ApplicationForm(data, auto_id="id_app_new_%s")
+
+
+def _environment_create_form(
+    application: Application, data: Mapping[str, Any] | None = None
+) -> EnvironmentCreateForm:
+    return EnvironmentCreateForm(data, auto_id=f"id_env_new_{application.pk}_%s")
+
+
+def _environment_edit_form(
+    environment: Environment, data: Mapping[str, Any] | None = None
+) -> EnvironmentEditForm:
+    return EnvironmentEditForm(
+        data,
+        initial={"name": environment.name, "protected": environment.protected},
+        auto_id=f"id_env_{environment.pk}_%s",
+    )
+
+
+def _role_form(user: Any, role: str, data: Mapping[str, Any] | None = None) -> RoleForm:
+    return RoleForm(data, initial={"role": role}, auto_id=f"id_user_{user.pk}_%s")
+
+
+def _user_form(data: Mapping[str, Any] | None = None) -> UserCreateForm:
+    return UserCreateForm(data, auto_id="id_user_new_%s")
+
+
+def _role_of(user: Any) -> str:
+    try:
+        return str(user.membership.role)
+    except ObjectDoesNotExist:
+        return ""
+
+
+def _settings_data(
+    request: HttpRequest,
+    sections: Iterable[str] = ("applications", "environments", "users", "backends"),
+    bound: Mapping[str, forms.Form] | None = None,
+) -> SettingsData:
+    """What the page (or the named sections of it) shows; ``bound`` holds a failed form."""
+    bound = bound or {}
+    sections = set(sections)
+    admin = permissions.can_admin(request.user)
+    data = SettingsData(can_admin=admin)
+    if sections & {"applications", "environments"}:
+        for app in _applications_for_settings():
+            data.applications.append(
+                ApplicationRow(
+                    application=app,
+                    environment_count=app.environment_count,  # type: ignore[attr-defined]
+                    flag_count=app.flag_count,  # type: ignore[attr-defined]
+                    archived_flag_count=app.archived_flag_count,  # type: ignore[attr-defined]
+                    environments=[
+                        EnvironmentRow(
+                            env,
+                            (bound.get(f"env-{env.pk}") or _environment_edit_form(env))
+                            if admin
+                            else None,
+                        )
+                        for env in app.environments.all()
+                    ],
+                    environment_form=(
+                        bound.get(f"env-new-{app.pk}") or _environment_create_form(app)
+                    )
+                    if admin
+                    else None,
+                )
+            )
+        if admin:
+            data.application_form = bound.get("application") or _application_form()
+    if "users" in sections:
+        for user in User.objects.select_related("membership").order_by("username", "pk"):
+            role = _role_of(user)
+            form = (bound.get(f"role-{user.pk}") or _role_form(user, role)) if admin else None
+            data.users.append(UserRow(user, role, form))
+        if admin:
+            data.user_form = bound.get("user") or _user_form()
+    if "backends" in sections:
+        data.backends = list(
+            BackendConnection.objects.annotate(environment_count=Count("environments"))
+        )
+    return data
+
+
 @require_GET
 def settings_page(request: HttpRequest) -> HttpResponse:
-    require_view(request.user)
-    return render(request, "accounts/settings.html")
+    permissions.require_view(request.user)
+    return render(request, "accounts/settings.html", {"data": _settings_data(request)})
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _is_partial(request: HttpRequest) -> bool:
+    """An htmx request for a fragment (a boosted navigation wants the whole page)."""
+    htmx = getattr(request, "htmx", None)
+    if not htmx:
+        return False
+    return not htmx.boosted
+
+
+def _toast(request: HttpRequest, text: str, level: str) -> str:
+    return render_to_string(
+        "core/fragments/oob_toast.html", {"text": text, "level": level}, request=request
+    )
+
+
+def admin_write(view: View) -> View:
+    """POST only, admins only. A refused htmx request gets a toast and swaps nothing."""
+
+    @wraps(view)
+    @require_POST
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            permissions.require_admin(request.user)
+        except PermissionDenied as exc:
+            if _is_partial(request):
+                return reswap(HttpResponse(_toast(request, str(exc), "error"), status=403), "none")
+            raise
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _sections(
+    request: HttpRequest,
+    sections: list[str],
+    *,
+    bound: Mapping[str, forms.Form] | None = None,
+    status: int = 200,
+    toast: tuple[str, str] | None = None,
+) -> HttpResponse:
+    """The first section replaces the htmx target; the others follow out of band."""
+    data = _settings_data(request, sections, bound)
+    html = "".join(
+        render_to_string(
+            f"accounts/settings.html#{name}", {"data": data, "oob": i > 0}, request=request
+        )
+        for i, name in enumerate(sections)
+    )
+    if toast:
+        html += _toast(request, *toast)
+    html += '<div id="modal" hx-swap-oob="innerHTML"></div>'  # closes a confirmation dialog
+    return HttpResponse(html, status=status)
+
+
+def _saved(request: HttpRequest, text: str, sections: list[str]) -> HttpResponse:
+    if _is_partial(request):
+        return _sections(request, sections, toast=(text, "success"))
+    messages.success(request, text)
+    return redirect(f"{reverse('settings')}#settings-{sections[0]}")
+
+
+def _refused(
+    request: HttpRequest, sections: list[str], bound: Mapping[str, forms.Form]
+) -> HttpResponse:
+    if _is_partial(request):
+        return _sections(request, sections, bound=bound, status=422)
+    context = {"data": _settings_data(request, bound=bound), "has_errors": True}
+    return render(request, "accounts/settings.html", context, status=422)
+
+
+@admin_write
+def settings_application_create(request: HttpRequest) -> HttpResponse:
+    form = _application_form(request.POST)
+    if form.is_valid():
+        try:
+            app = flag_services.application_create(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            return _saved(
+                request,
+                f"Created application {app.name} ({app.key}).",
+                ["applications", "environments"],
+            )
+    return _refused(request, ["applications"], {"application": form})
+
+
+@admin_write
+def settings_environment_create(request: HttpRequest, app_key: str) -> HttpResponse:
+    app = get_object_or_404(Application, key=app_key)
+    form = _environment_create_form(app, request.POST)
+    if form.is_valid():
+        try:
+            env = flag_services.environment_create(
+                actor=request.user, application=app, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            text = f"Added environment {env.name} ({env.key}) to {app.name}."
+            return _saved(request, text, ["environments", "applications"])
+    return _refused(request, ["environments"], {f"env-new-{app.pk}": form})
+
+
+@admin_write
+def settings_environment_edit(request: HttpRequest, app_key: str, env_key: str) -> HttpResponse:
+    """Rename an environment or change its protection; removing protection asks first."""
+    app = get_object_or_404(Application, key=app_key)
+    env = get_object_or_404(
+        Environment.objects.select_related("backend"), application=app, key=env_key
+    )
+    form = _environment_edit_form(env, request.POST)
+    if form.is_valid():
+        name, protected = form.cleaned_data["name"], form.cleaned_data["protected"]
+        if env.protected and not protected and request.POST.get("confirm") != "yes":
+            context = {"application": app, "environment": env, "name": name}
+            if _is_partial(request):
+                response = render(request, "accounts/environment_confirm.html#dialog", context)
+                return reswap(retarget(response, "#modal"), "innerHTML")
+            return render(request, "accounts/environment_confirm.html", context)
+        before = (env.name, env.protected)
+        try:
+            env = flag_services.environment_update(
+                actor=request.user, environment=env, name=name, protected=protected
+            )
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            if before == (env.name, env.protected):
+                text = f"Nothing to change in {env.name}."
+            else:
+                state = "protected" if env.protected else "not protected"
+                text = f"Saved {app.name} / {env.name} ({state})."
+            return _saved(request, text, ["environments"])
+    return _refused(request, ["environments"], {f"env-{env.pk}": form})
+
+
+ROLE_LABELS = {"": "no access", **{value: label.lower() for value, label in Role.choices}}
+
+
+@admin_write
+def settings_user_role(request: HttpRequest, user_id: int) -> HttpResponse:
+    user = get_object_or_404(User.objects.select_related("membership"), pk=user_id)
+    before = _role_of(user)
+    form = _role_form(user, before, request.POST)
+    if form.is_valid():
+        role = form.cleaned_data["role"]
+        try:
+            user_set_role(actor=request.user, user=user, role=role or None)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            name = user.get_username()
+            if role == before:
+                text = f"{name} already has the role {ROLE_LABELS[role]}."
+            else:
+                text = f"{name}: {ROLE_LABELS[before]} → {ROLE_LABELS[role]}."
+            if user.pk == request.user.pk and role != before and _is_partial(request):
+                # Your own role changed: reload the whole page, which now shows what you may do.
+                messages.success(request, text)
+                return HttpResponseClientRedirect(reverse("settings"))
+            return _saved(request, text, ["users"])
+    return _refused(request, ["users"], {f"role-{user.pk}": form})
+
+
+@admin_write
+def settings_user_create(request: HttpRequest) -> HttpResponse:
+    form = _user_form(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            user = user_create(
+                actor=request.user,
+                username=data["username"],
+                password=data["password"],
+                role=data["role"] or None,
+                email=data["email"],
+            )
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            role = ROLE_LABELS[data["role"]]
+            return _saved(request, f"Created user {user.get_username()} ({role}).", ["users"])
+    return _refused(request, ["users"], {"user": form})

@@ -51,8 +51,7 @@ class TagsField(forms.CharField):
         super().__init__(**kwargs)
 
     def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
-        text = super().to_python(value)
-        return split_lines(text)
+        return split_lines(super().to_python(value) or "")
 
 
 class OwnerField(forms.ChoiceField):
