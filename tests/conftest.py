@@ -129,3 +129,18 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def on_postgres():
     assert connection.vendor == "postgresql"
+
+
+# --- browser tests ---------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium (Playwright cannot download browsers here), headless and quiet."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    }

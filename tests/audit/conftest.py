@@ -49,9 +49,3 @@ def _record(
 def record(db: Any) -> Callable[..., list[AuditEvent]]:
     """record(n, at=..., source=..., actor=..., action=..., flag=..., before=..., after=...)."""
     return _record
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    """Debian's Chromium, as the rest of the browser tests use."""
-    return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium"}

@@ -32,7 +32,7 @@ def test_filter_load_older_and_expand(logged_in: Page, live_server, record, admi
         services.flag_set_enabled(actor=admin_user, flag=flag, environment=beta, enabled=True)
 
     page.goto(f"{live_server.url}/audit/")
-    rows = page.locator("#audit-rows > tr")
+    rows = page.locator("#audit-rows > .audit-row")
     expect(rows).to_have_count(50)
 
     page.get_by_role("link", name="Load older events").click()
@@ -43,7 +43,7 @@ def test_filter_load_older_and_expand(logged_in: Page, live_server, record, admi
     page.get_by_label("Source", exact=True).select_option("web")
     page.get_by_role("button", name="Filter").click()
     expect(page).to_have_url(re.compile(r"source=web"))
-    toggled = page.locator("tr", has_text="Flag toggled")
+    toggled = page.locator(".audit-row", has_text="Flag toggled")
     expect(toggled).to_have_count(1)
     toggled.get_by_text("change", exact=False).first.click()
     diff = toggled.locator("table.diff")

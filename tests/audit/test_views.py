@@ -21,7 +21,7 @@ from tests.factories import make_application, make_environment, make_flag
 pytestmark = pytest.mark.postgres
 
 URL = reverse("audit_log")
-EVENT_ID = re.compile(r'<tr id="event-(\d+)"')
+EVENT_ID = re.compile(r'<div id="event-(\d+)"')
 
 
 def ids_in(response) -> list[int]:
@@ -62,7 +62,7 @@ def test_viewer_sees_events_newest_first(viewer_client, cast):
 def test_row_shows_time_actor_action_target_and_a_readable_diff(viewer_client, cast, production):
     event = AuditEvent.objects.get(action=Action.FLAG_TOGGLED, environment=production)
     html = viewer_client.get(URL).content.decode()
-    start = html.index(f'<tr id="event-{event.id}"')
+    start = html.index(f'<div id="event-{event.id}"')
     row = html[start : html.index("</details>", start)]
     iso = timezone.localtime(event.occurred_at).isoformat()
     assert f'<time datetime="{iso}" title="{iso}">' in row
@@ -88,8 +88,8 @@ def test_row_shows_time_actor_action_target_and_a_readable_diff(viewer_client, c
 def test_event_without_actor_shows_system_and_no_diff(viewer_client, record):
     (event,) = record(target_repr="nightly job", source="worker", client_ip=None)
     html = viewer_client.get(URL).content.decode()
-    start = html.index(f'<tr id="event-{event.id}"')
-    row = html[start : html.index("</tr>", html.index("</details>", start))]
+    start = html.index(f'<div id="event-{event.id}"')
+    row = html[start : html.index("</details>", start)]
     assert '<span class="muted">system</span>' in row
     assert "No before/after values were recorded" in row
     assert "Worker" in row
@@ -221,7 +221,7 @@ def test_htmx_request_gets_the_rows_partial(viewer_client, cast, htmx):
     html = response.content.decode()
     assert "<html" not in html
     assert "<form" not in html
-    assert html.lstrip().startswith("<tr id=")
+    assert html.lstrip().startswith('<div id="event-')
     assert ids_in(response) == sorted(AuditEvent.objects.values_list("id", flat=True), reverse=True)
     # the pager replaces itself out of band; here there is nothing older
     assert re.search(
