@@ -17,6 +17,7 @@ SECTIONS = {
     "rollback": "rollbacks",
     "audit": "audit",
     "settings": "settings",
+    "api_token": "settings",
 }
 
 

@@ -420,21 +420,16 @@ def flag_update(request: HttpRequest, app_key: str, flag_key: str) -> HttpRespon
     flag = _flag(_app(app_key), flag_key)
     permissions.require_edit_flags(request.user)
     body = payload(request, allowed=(*FLAG_WRITABLE, "key", "kind", "value_type"))
-    current = {
-        "name": flag.name,
-        "description": flag.description,
-        "short_term": flag.short_term,
-        "owner": _username(flag.owner),
-        "remove_by": flag.remove_by,
-        "tags": sorted(t.name for t in flag.tags.all()),
-    }
+    # Fields not sent stay UNSET: the service keeps them, merged under its row lock, so two
+    # PATCHes of different fields at once both land.
+    unset = services.UNSET
     values = {
-        "name": body.string("name", default=current["name"]),
-        "description": body.string("description", default=current["description"]),
-        "short_term": body.boolean("short_term", default=current["short_term"]),
-        "owner": body.string("owner", nullable=True, default=current["owner"]),
-        "remove_by": body.date("remove_by", nullable=True, default=current["remove_by"]),
-        "tags": body.string_list("tags", default=current["tags"]),
+        "name": body.string("name", default=unset),
+        "description": body.string("description", default=unset),
+        "short_term": body.boolean("short_term", default=unset),
+        "owner": body.string("owner", nullable=True, default=unset),
+        "remove_by": body.date("remove_by", nullable=True, default=unset),
+        "tags": body.string_list("tags", default=unset),
     }
     immutable = {
         name: body.string(name, default=getattr(flag, name))
@@ -544,8 +539,9 @@ def setting_detail(request: HttpRequest, app_key: str, flag_key: str, env_key: s
 
 
 def setting_update(request: HttpRequest, app_key: str, flag_key: str, env_key: str) -> HttpResponse:
-    """PUT the setting. ``revision`` (the one you read) is required; omitted fields keep their
-    values at that revision. A save in between is a 409 showing what changed meanwhile."""
+    """PUT the setting's values. ``revision`` (the one you read) is required; omitted fields keep
+    their values at that revision. A save in between is a 409 showing what changed meanwhile.
+    ``enabled`` is accepted only unchanged (GET → edit → PUT round-trips): use toggle/."""
     app = _app(app_key)
     flag = _flag(app, flag_key)
     environment = _env(app, env_key)
@@ -581,13 +577,24 @@ def setting_update(request: HttpRequest, app_key: str, flag_key: str, env_key: s
         raise conflict_error(
             services.RevisionConflict(setting, revision, services.changes_since(setting, revision))
         )
+    if enabled is not None and enabled != setting.enabled:
+        # As in the dashboard, the switch is the one way to turn a flag on or off: it saves a
+        # version at once, so what is enabled is always what a version holds.
+        raise ValidationError(
+            {
+                "enabled": ValidationError(
+                    f"Turn {flag.key} on or off with POST …/environments/{environment.key}/toggle/ "
+                    "(it saves a version); here “enabled” may only repeat the current state.",
+                    "use_toggle",
+                )
+            }
+        )
     try:
         saved = services.flag_setting_update(
             actor=request.user,
             flag=flag,
             environment=environment,
             expected_revision=revision,
-            enabled=setting.enabled if enabled is None else enabled,
             attribute_values=setting.attribute_values
             if attribute_values is None
             else attribute_values,

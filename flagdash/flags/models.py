@@ -6,7 +6,7 @@ Models hold data and invariants the database can enforce; the rules that span ro
 
 from __future__ import annotations
 
-from django.conf import settings
+from django.conf import settings as conf  # not 'settings': Flag.settings is a relation
 from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -111,7 +111,7 @@ class Flag(models.Model):
         default=False, help_text="A release or time-boxed flag that should be removed later."
     )
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
+        conf.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -205,7 +205,7 @@ class FlagSetting(models.Model):
     revision = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
     class Meta:
@@ -226,7 +226,7 @@ class ConfigVersion(models.Model):
     document = models.TextField(help_text="Canonical JSON; sha256 is computed over these bytes.")
     sha256 = models.CharField(max_length=64)
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     author_name = models.CharField(max_length=150, blank=True)
     message = models.CharField(max_length=500, blank=True)

@@ -44,6 +44,16 @@ User = get_user_model()
 MAX_TAGS = 20
 
 
+class _Unset:
+    """A field the caller did not send (PATCH): keep the stored value, merged under the lock."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 
@@ -97,7 +107,9 @@ def _validate_key(key: str, field_name: str = "key") -> None:
         raise ValidationError({field_name: exc}) from exc
 
 
-def _clean_text(value: str, field_name: str, *, limit: int, required: bool = False) -> str:
+def _clean_text(value: Any, field_name: str, *, limit: int, required: bool = False) -> str:
+    if value is not None and not isinstance(value, str):
+        raise _field_error(field_name, "Must be text.", "wrong_type")
     value = (value or "").strip()
     if required and not value:
         raise _field_error(field_name, "This field is required.", "required")
@@ -156,6 +168,8 @@ def builtin_backend() -> BackendConnection:
 
 
 def _tags(application: Application, names: Iterable[str]) -> list[Tag]:
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise _field_error("tags", "Tags are a list of names.", "wrong_type")
     cleaned = sorted({n.strip().lower() for n in names if n and n.strip()})
     if len(cleaned) > MAX_TAGS:
         raise _field_error("tags", f"At most {MAX_TAGS} tags.", "too_many")
@@ -381,8 +395,10 @@ def flag_create(
     if kind == FlagKind.MULTIVARIANT:
         if variants is None:
             variants, default_variant = _default_variants(value_type)
+        first = variants[0] if isinstance(variants, list) and variants else None
+        fallback = first.get("name", "") if isinstance(first, Mapping) else ""
         variants, default_variant = validation.validate_variants(
-            value_type, variants, default_variant or variants[0].get("name", "")
+            value_type, variants, default_variant or fallback
         )
     if Flag.objects.filter(application=application, key=key).exists():
         raise _field_error(
@@ -437,14 +453,14 @@ def flag_update(
     *,
     actor: Any,
     flag: Flag,
-    name: str,
-    description: str,
-    short_term: bool,
-    owner: Any,
-    remove_by: dt.date | None,
-    tags: Sequence[str],
+    name: str = UNSET,
+    description: str = UNSET,
+    short_term: bool = UNSET,
+    owner: Any = UNSET,
+    remove_by: dt.date | None = UNSET,
+    tags: Sequence[str] = UNSET,
 ) -> Flag:
-    """Edit a flag's definition (its key and kind never change)."""
+    """Edit a flag's definition (its key and kind never change); UNSET fields stay as they are."""
     _check(actor, permissions.require_edit_flags)
     flag = (
         Flag.objects.select_for_update(of=("self",))
@@ -452,15 +468,23 @@ def flag_update(
         .get(pk=flag.pk)
     )
     before = flag_snapshot(flag)
-    flag.name = _clean_name(name)
-    flag.description = _clean_text(description, "description", limit=1024)
-    flag.short_term = bool(short_term)
-    flag.owner = _owner(owner)
-    flag.remove_by = remove_by
+    if name is not UNSET:
+        flag.name = _clean_name(name)
+    if description is not UNSET:
+        flag.description = _clean_text(description, "description", limit=1024)
+    if short_term is not UNSET:
+        flag.short_term = bool(short_term)
+    if owner is not UNSET:
+        flag.owner = _owner(owner)
+    if remove_by is not UNSET:
+        if remove_by is not None and not isinstance(remove_by, dt.date):
+            raise _field_error("remove_by", "Must be a date (YYYY-MM-DD).", "wrong_type")
+        flag.remove_by = remove_by
     flag.save(
         update_fields=["name", "description", "short_term", "owner", "remove_by", "updated_at"]
     )
-    flag.tags.set(_tags(flag.application, tags))
+    if tags is not UNSET:
+        flag.tags.set(_tags(flag.application, tags))
     after = flag_snapshot(flag)
     if before != after:
         audit_record(
@@ -763,15 +787,15 @@ def flag_setting_update(
     flag: Flag,
     environment: Environment,
     expected_revision: int,
-    attribute_values: Mapping[str, Any],
+    attribute_values: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     variants: list[dict[str, Any]] | None = None,
-    default_variant: str = "",
+    default_variant: str | None = None,
 ) -> FlagSetting:
     """Save a flag's values in one environment (the working state; a version saves it later).
 
-    ``enabled=None`` keeps the current state: the dashboard changes it only through
-    ``flag_set_enabled``, which saves a version at once.
+    ``None`` keeps a field as it is, read under the row lock. ``enabled`` is normally left
+    alone: the dashboard changes it only through ``flag_set_enabled``, which saves a version.
     """
     _check(actor, permissions.require_edit_environment, environment)
     setting = _locked_setting(flag, environment)
@@ -781,6 +805,12 @@ def flag_setting_update(
     _check_revision(setting, expected_revision)
     if enabled is None:
         enabled = setting.enabled
+    if attribute_values is None:
+        attribute_values = setting.attribute_values
+    if variants is None:
+        variants = setting.variants
+    if default_variant is None:
+        default_variant = setting.default_variant
     errors: dict[str, list[ValidationError]] = {}
     values: dict[str, Any] = {}
     try:

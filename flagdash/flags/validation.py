@@ -102,7 +102,15 @@ def validate_attribute_definition(
             )
         elif len(set(enum)) != len(enum):
             errors["enum"] = ValidationError("Allowed values repeat.", code="duplicate")
-    if minimum is not None or maximum is not None:
+    for bound_name, bound in (("minimum", minimum), ("maximum", maximum)):
+        if bound is not None and (
+            not isinstance(bound, int) or isinstance(bound, bool) or abs(bound) >= INT64
+        ):
+            errors[bound_name] = ValidationError(
+                "A whole number between -2^63 and 2^63 is expected.", code="invalid"
+            )
+    bounds_are_numbers = "minimum" not in errors and "maximum" not in errors
+    if bounds_are_numbers and (minimum is not None or maximum is not None):
         if type not in NUMBER_TYPES:
             errors["minimum"] = ValidationError(
                 "Minimum and maximum apply only to numbers and number lists.",

@@ -36,7 +36,7 @@ from flagdash.flags.models import Application, Environment, Flag, FlagAttribute,
 def _is_partial(request: HttpRequest) -> bool:
     """An htmx request for a fragment (a boosted navigation wants the whole page)."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
+    return htmx is not None and bool(htmx) and not htmx.boosted
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
@@ -104,7 +104,7 @@ def _switch_response(
     toast: tuple[str, str] | None = None,
 ) -> HttpResponse:
     setting = FlagSetting.objects.get(flag=flag, environment=environment)
-    html = render_to_string(
+    html: str = render_to_string(
         "flags/fragments/switch.html",
         {
             "flag": flag,
@@ -317,7 +317,7 @@ def flag_archive(request: HttpRequest, app_key: str, flag_key: str) -> HttpRespo
 def _version_touches(environment: Environment, flag: Flag, limit: int = 10) -> list[dict[str, Any]]:
     """The environment's latest versions, each with what it changed in this flag."""
     versions = list(selectors.versions_of(environment, limit + 1))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for newer, older in zip(versions, [*versions[1:], None], strict=False):
         if len(rows) == limit:
             break
@@ -540,7 +540,7 @@ def version_create(request: HttpRequest, app_key: str, env_key: str) -> HttpResp
     form = VersionForm(request.POST)
     url = reverse("versions", args=[app.key]) + f"?env={environment.key}"
     if not form.is_valid():
-        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        messages.error(request, " ".join(str(e) for errs in form.errors.values() for e in errs))
         return redirect(url)
     try:
         version = services.config_version_create(

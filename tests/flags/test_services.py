@@ -278,3 +278,36 @@ def test_every_mutation_keeps_the_audit_chain_intact(
     checked, broken = audit_verify_chain()
     assert broken is None
     assert checked == AuditEvent.objects.count() > 5
+
+
+def test_a_partial_edit_keeps_the_fields_it_does_not_name(app, envs, flag, editor):
+    services.flag_update(actor=editor, flag=flag, tags=["payments"])
+    services.flag_update(actor=editor, flag=flag, name="Bitcoin at checkout")
+    flag.refresh_from_db()
+    assert flag.name == "Bitcoin at checkout"
+    assert list(flag.tags.values_list("name", flat=True)) == ["payments"]
+    assert flag.short_term is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "code"),
+    [
+        ({"description": 5}, "description", "wrong_type"),
+        ({"tags": "payments"}, "tags", "wrong_type"),
+        ({"tags": [1, 2]}, "tags", "wrong_type"),
+        ({"kind": "multivariant", "value_type": "string", "variants": []}, "variants", "required"),
+        ({"kind": "multivariant", "value_type": "string", "variants": ["x"]}, "variants.0", "invalid"),
+    ],
+)
+def test_wrong_python_types_are_field_errors_not_crashes(app, envs, kwargs, field, code):
+    before = counts()
+    with pytest.raises(ValidationError) as info:
+        services.flag_create(actor=None, application=app, key="typed", name="Typed", **kwargs)
+    assert info.value.error_dict[field][0].code == code
+    assert counts() == before
+
+
+def test_attribute_bounds_must_fit_in_64_bits(flag):
+    with pytest.raises(ValidationError) as info:
+        services.attribute_save(actor=None, flag=flag, name="big", type="number", maximum=2**63)
+    assert info.value.error_dict["maximum"][0].code == "invalid"
