@@ -15,7 +15,7 @@ import re
 import secrets
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,6 +23,7 @@ from flagdash.accounts import permissions
 from flagdash.accounts.models import ApiToken
 from flagdash.audit.models import Action
 from flagdash.audit.services import audit_record
+from flagdash.core.errors import field_error
 
 TOKEN_PREFIX = "fdp_"  # noqa: S105 (a public marker, not a secret)
 TOKEN_RANDOM_CHARS = 40
@@ -41,10 +42,6 @@ def _new_plaintext() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_CHARS * 3 // 4)
 
 
-def _field_error(field: str, message: str, code: str) -> ValidationError:
-    return ValidationError({field: ValidationError(message, code=code)})
-
-
 def _snapshot(token: ApiToken) -> dict[str, Any]:
     """What the audit log keeps of a token: never the token or its hash."""
     return {
@@ -58,14 +55,14 @@ def _snapshot(token: ApiToken) -> dict[str, Any]:
 
 def _clean_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise _field_error("name", "Give the token a name (what will use it?).", "required")
+        raise field_error("name", "Give the token a name (what will use it?).", "required")
     name = name.strip()
     if len(name) > MAX_NAME:
-        raise _field_error(
+        raise field_error(
             "name", f"At most {MAX_NAME} characters (this is {len(name)}).", "too_long"
         )
     if any(ch in name for ch in "\r\n\x00"):
-        raise _field_error("name", "A name is a single line.", "invalid")
+        raise field_error("name", "A name is a single line.", "invalid")
     return name
 
 
@@ -87,19 +84,19 @@ def api_token_create(
             raise PermissionDenied("You can create API tokens only for yourself.")
         permissions.require_view(actor)
     if not user.is_active:
-        raise _field_error("user", f"{user.get_username()} is not active.", "inactive_user")
+        raise field_error("user", f"{user.get_username()} is not active.", "inactive_user")
     name = _clean_name(name)
     now = timezone.now()
     if expires_at is not None:
         if timezone.is_naive(expires_at):
-            raise _field_error("expires_at", "Give a time zone with the expiry.", "invalid")
+            raise field_error("expires_at", "Give a time zone with the expiry.", "invalid")
         if expires_at <= now:
-            raise _field_error("expires_at", "The expiry must be in the future.", "in_past")
+            raise field_error("expires_at", "The expiry must be in the future.", "in_past")
     active = _active(user, now)
     if active.filter(name=name).exists():
-        raise _field_error("name", f"You already have an active token named “{name}”.", "duplicate")
+        raise field_error("name", f"You already have an active token named “{name}”.", "duplicate")
     if active.count() >= MAX_ACTIVE_TOKENS:
-        raise _field_error(
+        raise field_error(
             "name", f"At most {MAX_ACTIVE_TOKENS} active tokens; revoke one first.", "too_many"
         )
     plaintext = _new_plaintext()
@@ -128,7 +125,7 @@ def api_token_revoke(*, actor: Any, token: ApiToken) -> ApiToken:
     if actor is not None and actor.pk != token.user_id and not permissions.can_admin(actor):
         raise PermissionDenied("You can revoke only your own tokens.")
     if token.revoked_at is not None:
-        raise _field_error("token", f"“{token.name}” is already revoked.", "no_change")
+        raise field_error("token", f"“{token.name}” is already revoked.", "no_change")
     before = _snapshot(token)
     token.revoked_at = timezone.now()
     token.save(update_fields=["revoked_at"])

@@ -24,6 +24,7 @@ from flagdash.audit.services import audit_record
 from flagdash.backends.models import BackendConnection, BackendKind
 from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.core.diff import Change, diff
+from flagdash.core.errors import field_error
 from flagdash.flags import documents, validation
 from flagdash.flags.models import (
     Application,
@@ -96,10 +97,6 @@ def _check(actor: Any, check: Callable[..., None], *args: Any) -> None:
         check(actor, *args)
 
 
-def _field_error(field_name: str, message: str, code: str) -> ValidationError:
-    return ValidationError({field_name: ValidationError(message, code=code)})
-
-
 def _validate_key(key: str, field_name: str = "key") -> None:
     try:
         key_validator(key)
@@ -109,23 +106,23 @@ def _validate_key(key: str, field_name: str = "key") -> None:
 
 def _clean_text(value: Any, field_name: str, *, limit: int, required: bool = False) -> str:
     if value is not None and not isinstance(value, str):
-        raise _field_error(field_name, "Must be text.", "wrong_type")
+        raise field_error(field_name, "Must be text.", "wrong_type")
     value = (value or "").strip()
     if required and not value:
-        raise _field_error(field_name, "This field is required.", "required")
+        raise field_error(field_name, "This field is required.", "required")
     if len(value) > limit:
-        raise _field_error(
+        raise field_error(
             field_name, f"At most {limit} characters (this is {len(value)}).", "too_long"
         )
     if "\x00" in value:
-        raise _field_error(field_name, "Contains a NUL character.", "invalid")
+        raise field_error(field_name, "Contains a NUL character.", "invalid")
     return value
 
 
 def _clean_name(value: str, field_name: str = "name", limit: int = 64) -> str:
     value = _clean_text(value, field_name, limit=limit, required=True)
     if "\n" in value or "\r" in value:
-        raise _field_error(field_name, "A name is a single line.", "invalid")
+        raise field_error(field_name, "A name is a single line.", "invalid")
     return value
 
 
@@ -169,15 +166,15 @@ def builtin_backend() -> BackendConnection:
 
 def _tags(application: Application, names: Iterable[str]) -> list[Tag]:
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise _field_error("tags", "Tags are a list of names.", "wrong_type")
+        raise field_error("tags", "Tags are a list of names.", "wrong_type")
     cleaned = sorted({n.strip().lower() for n in names if n and n.strip()})
     if len(cleaned) > MAX_TAGS:
-        raise _field_error("tags", f"At most {MAX_TAGS} tags.", "too_many")
+        raise field_error("tags", f"At most {MAX_TAGS} tags.", "too_many")
     for name in cleaned:
         try:
             tag_validator(name)
         except ValidationError as exc:
-            raise _field_error("tags", f"“{name}”: {exc.messages[0]}", "invalid_tag") from exc
+            raise field_error("tags", f"“{name}”: {exc.messages[0]}", "invalid_tag") from exc
     existing = {t.name: t for t in Tag.objects.filter(application=application, name__in=cleaned)}
     missing = [Tag(application=application, name=n) for n in cleaned if n not in existing]
     if missing:
@@ -195,7 +192,7 @@ def _owner(owner: Any) -> Any:
         return owner
     found = User.objects.filter(username=owner, is_active=True).first()
     if found is None:
-        raise _field_error("owner", f"No active user named “{owner}”.", "unknown_user")
+        raise field_error("owner", f"No active user named “{owner}”.", "unknown_user")
     return found
 
 
@@ -223,12 +220,12 @@ def application_create(*, actor: Any, key: str, name: str, description: str = ""
     name = _clean_name(name, limit=100)
     description = _clean_text(description, "description", limit=1024)
     if Application.objects.filter(key=key).exists():
-        raise _field_error("key", f"An application with key “{key}” already exists.", "duplicate")
+        raise field_error("key", f"An application with key “{key}” already exists.", "duplicate")
     try:
         with transaction.atomic():
             app = Application.objects.create(key=key, name=name, description=description)
     except IntegrityError as exc:
-        raise _field_error(
+        raise field_error(
             "key", f"An application with key “{key}” already exists.", "duplicate"
         ) from exc
     audit_record(
@@ -267,7 +264,7 @@ def environment_create(
     _validate_key(key)
     name = _clean_name(name)
     if Environment.objects.filter(application=application, key=key).exists():
-        raise _field_error(
+        raise field_error(
             "key", f"{application.name} already has an environment “{key}”.", "duplicate"
         )
     position = (
@@ -284,7 +281,7 @@ def environment_create(
                 backend=backend or builtin_backend(),
             )
     except IntegrityError as exc:
-        raise _field_error(
+        raise field_error(
             "key", f"{application.name} already has an environment “{key}”.", "duplicate"
         ) from exc
     flags = list(Flag.objects.filter(application=application))
@@ -401,7 +398,7 @@ def flag_create(
             value_type, variants, default_variant or fallback
         )
     if Flag.objects.filter(application=application, key=key).exists():
-        raise _field_error(
+        raise field_error(
             "key", f"A flag with key “{key}” already exists in {application.name}.", "duplicate"
         )
     owner_user = _owner(owner)
@@ -420,7 +417,7 @@ def flag_create(
                 remove_by=remove_by,
             )
     except IntegrityError as exc:
-        raise _field_error(
+        raise field_error(
             "key", f"A flag with key “{key}” already exists in {application.name}.", "duplicate"
         ) from exc
     flag.tags.set(tag_objs)
@@ -478,7 +475,7 @@ def flag_update(
         flag.owner = _owner(owner)
     if remove_by is not UNSET:
         if remove_by is not None and not isinstance(remove_by, dt.date):
-            raise _field_error("remove_by", "Must be a date (YYYY-MM-DD).", "wrong_type")
+            raise field_error("remove_by", "Must be a date (YYYY-MM-DD).", "wrong_type")
         flag.remove_by = remove_by
     flag.save(
         update_fields=["name", "description", "short_term", "owner", "remove_by", "updated_at"]
@@ -512,7 +509,7 @@ def flag_set_archived(*, actor: Any, flag: Flag, archived: bool) -> Flag:
     )
     if (flag.archived_at is not None) == archived:
         state = "archived" if archived else "active"
-        raise _field_error("archived", f"{flag.key} is already {state}.", "no_change")
+        raise field_error("archived", f"{flag.key} is already {state}.", "no_change")
     before = flag_snapshot(flag)
     flag.archived_at = timezone.now() if archived else None
     flag.save(update_fields=["archived_at", "updated_at"])
@@ -574,9 +571,9 @@ def attribute_save(
     if attribute is not None:
         others = others.exclude(pk=attribute.pk)
     if others.filter(name=name).exists():
-        raise _field_error("name", f"{flag.key} already has an attribute “{name}”.", "duplicate")
+        raise field_error("name", f"{flag.key} already has an attribute “{name}”.", "duplicate")
     if attribute is None and others.count() >= validation.MAX_ATTRIBUTES:
-        raise _field_error(
+        raise field_error(
             "name", f"A flag has at most {validation.MAX_ATTRIBUTES} attributes.", "too_many"
         )
     before = attribute_snapshot(attribute) if attribute is not None else None
@@ -597,7 +594,7 @@ def attribute_save(
             try:
                 validation.validate_attribute_value(attr, values[name])
             except ValidationError as exc:
-                raise _field_error(
+                raise field_error(
                     "type",
                     f"The value in {setting.environment.name} no longer fits: {exc.messages[0]} "
                     "Change that value first.",
@@ -746,11 +743,11 @@ def flag_set_enabled(
     environment = _lock_environment(environment)
     setting = _locked_setting(flag, environment)
     if setting.flag.archived_at is not None:
-        raise _field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
+        raise field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
     _check_revision(setting, expected_revision)
     if setting.enabled == enabled:
         state = "on" if enabled else "off"
-        raise _field_error(
+        raise field_error(
             "enabled", f"{flag.key} is already {state} in {environment.name}.", "no_change"
         )
     attributes = list(setting.flag.attributes.all())
@@ -801,7 +798,7 @@ def flag_setting_update(
     setting = _locked_setting(flag, environment)
     flag = setting.flag
     if flag.archived_at is not None:
-        raise _field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
+        raise field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
     _check_revision(setting, expected_revision)
     if enabled is None:
         enabled = setting.enabled
@@ -867,7 +864,7 @@ def _save_version(
     text = canonical_json(document)
     digest = sha256_hex(text)
     if latest is not None and latest.sha256 == digest:
-        raise _field_error(
+        raise field_error(
             "message", f"Nothing changed since version {latest.number}.", "no_changes"
         )
     version = ConfigVersion.objects.create(
