@@ -55,8 +55,10 @@ def secret_from_file(path: Path, nbytes: int = 50) -> str:
     try:
         value = path.read_text().strip()
     except FileNotFoundError:
-        value = ""
-    if value:
+        pass
+    else:
+        if not value:
+            raise ImproperlyConfigured(f"{path} is empty: delete it to generate a new secret")
         return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(nbytes)

@@ -26,6 +26,9 @@ from flagdash.settings import DATABASES, VAR_DIR
 DATABASES, CACHES, POSTGRES_AVAILABLE, REDIS_AVAILABLE = require_or_fallback(
     DATABASES, os.environ["REDIS_URL"], VAR_DIR, ci=os.environ.get("CI", "").lower() == "true"
 )
+# Live-server request threads must not keep connections between requests (Chromium keeps its
+# HTTP connections open, so such a thread outlives the test and blocks dropping the database).
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 # Several suites on one machine (or pytest-xdist workers) each get their own test database.
 if POSTGRES_AVAILABLE:
     DATABASES["default"]["TEST"] = {

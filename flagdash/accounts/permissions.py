@@ -65,9 +65,7 @@ def require_edit_flags(user: Any) -> None:
 def require_edit_environment(user: Any, environment: Environment) -> None:
     if not can_edit_environment(user, environment):
         if environment.protected:
-            raise PermissionDenied(
-                f"{environment.name} is protected: only admins can change it."
-            )
+            raise PermissionDenied(f"{environment.name} is protected: only admins can change it.")
         raise PermissionDenied("Only editors and admins can change flags.")
 
 

@@ -1,6 +1,6 @@
 """CSV and JSON exports of the audit log, written as streams.
 
-Rows come from ``selectors.audit_iter`` in keyset batches and are encoded one batch at a time,
+Records come from ``selectors.audit_records`` in keyset batches and are encoded one batch at a time,
 so an export of a million events holds one batch in memory, never the whole set. The JSON
 export is a single array written incrementally: ``[``, the events separated by commas, ``]``.
 """
@@ -13,8 +13,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.utils import timezone
-
-from flagdash.audit.models import AuditEvent
 
 COLUMNS = (
     "id",
@@ -40,29 +38,6 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 500
 
 
-def event_record(event: AuditEvent) -> dict[str, Any]:
-    """One event as a flat record; ``before``/``after`` stay JSON values."""
-    return {
-        "id": event.id,
-        "occurred_at": event.occurred_at.isoformat(),
-        "actor": event.actor_name,
-        "action": event.action,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "target": event.target_repr,
-        "application": event.application.key if event.application else None,
-        "environment": event.environment.key if event.environment else None,
-        "flag": event.flag.key if event.flag else None,
-        "source": event.source,
-        "request_id": event.request_id,
-        "client_ip": event.client_ip,
-        "before": event.before,
-        "after": event.after,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
-
-
 def neutralise(cell: str) -> str:
     """Prefix an apostrophe to a cell a spreadsheet would otherwise evaluate as a formula."""
     return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
@@ -85,10 +60,12 @@ class _Echo:
         return value
 
 
-def _chunks(events: Iterable[AuditEvent], size: int = CHUNK_ROWS) -> Iterator[list[AuditEvent]]:
-    chunk: list[AuditEvent] = []
-    for event in events:
-        chunk.append(event)
+def _chunks(
+    records: Iterable[dict[str, Any]], size: int = CHUNK_ROWS
+) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for record in records:
+        chunk.append(record)
         if len(chunk) >= size:
             yield chunk
             chunk = []
@@ -96,28 +73,24 @@ def _chunks(events: Iterable[AuditEvent], size: int = CHUNK_ROWS) -> Iterator[li
         yield chunk
 
 
-def csv_stream(events: Iterable[AuditEvent]) -> Iterator[str]:
+def csv_stream(records: Iterable[dict[str, Any]]) -> Iterator[str]:
     """The header, then the events' rows, a chunk of rows per yielded string."""
     writer = csv.writer(_Echo())
     yield writer.writerow(COLUMNS)
-    for chunk in _chunks(events):
-        parts = []
-        for event in chunk:
-            record = event_record(event)
-            parts.append(writer.writerow([_csv_cell(name, record[name]) for name in COLUMNS]))
-        yield "".join(parts)
+    for chunk in _chunks(records):
+        yield "".join(
+            writer.writerow([_csv_cell(name, record[name]) for name in COLUMNS]) for record in chunk
+        )
 
 
-def json_stream(events: Iterable[AuditEvent]) -> Iterator[str]:
+def json_stream(records: Iterable[dict[str, Any]]) -> Iterator[str]:
     """One JSON array of event records, written incrementally."""
     yield "["
     first = True
-    for chunk in _chunks(events):
+    for chunk in _chunks(records):
         parts = []
-        for event in chunk:
-            parts.append(
-                ("\n" if first else ",\n") + json.dumps(event_record(event), ensure_ascii=False)
-            )
+        for record in chunk:
+            parts.append(("\n" if first else ",\n") + json.dumps(record, ensure_ascii=False))
             first = False
         yield "".join(parts)
     yield "\n]\n"

@@ -76,7 +76,7 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse | StreamingHttp
             status=400,
             content_type="text/plain; charset=utf-8",
         )
-    events = selectors.audit_iter(form.filters())
+    events = selectors.audit_records(form.filters())
     if fmt == "json":
         response = StreamingHttpResponse(
             export.json_stream(events), content_type="application/json; charset=utf-8"

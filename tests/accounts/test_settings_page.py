@@ -13,6 +13,10 @@ from flagdash.flags.models import Environment
 from tests.accounts.helpers import state, text_of
 from tests.factories import UserFactory, make_application, make_environment, make_flag
 
+# Some tests reach their clients through getfixturevalue; mark the module so pytest-django
+# orders them with the other database tests.
+pytestmark = pytest.mark.django_db
+
 
 def test_viewer_sees_everything_read_only(viewer_client, admin_user, editor, app, envs, flag):
     response = viewer_client.get(reverse("settings"))

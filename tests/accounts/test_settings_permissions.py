@@ -20,6 +20,10 @@ from flagdash.audit.models import AuditEvent
 from flagdash.flags.models import Application, Environment
 from tests.accounts.helpers import state
 
+# Some tests reach their clients through getfixturevalue; mark the module so pytest-django
+# orders them with the other database tests.
+pytestmark = pytest.mark.django_db
+
 User = get_user_model()
 
 

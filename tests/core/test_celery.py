@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from celery.signals import task_postrun
 from django.conf import settings
+from django.db import connections
 
 from flagdash.audit.tasks import audit_verify_chain_task
 from flagdash.celery import app as celery_app
 from flagdash.flags import services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def _close_connections(**kwargs) -> None:
+    connections.close_all()
 
 
 @pytest.fixture
@@ -25,10 +31,19 @@ def worker():
         task_default_queue=f"flagdash-test-{suffix}",  # never steal another suite's messages
         task_ignore_result=False,
     )
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        yield
+    # The worker thread opens its own database connection; close it after each task, as
+    # Celery's Django fix-up does in a real worker, so the test database can be dropped.
+    task_postrun.connect(_close_connections)
+    try:
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield
+    finally:
+        task_postrun.disconnect(_close_connections)
     celery_app.conf.update(
-        {k: previous[k] for k in ("broker_url", "result_backend", "task_default_queue", "task_ignore_result")}
+        {
+            k: previous[k]
+            for k in ("broker_url", "result_backend", "task_default_queue", "task_ignore_result")
+        }
     )
 
 

@@ -44,7 +44,11 @@ def test_concurrent_toggles_in_one_environment_get_distinct_versions(app, beta, 
     flags = [make_flag(app, f"race-{i}") for i in range(4)]
     results = run_together(
         *[
-            (lambda f=f: services.flag_set_enabled(actor=editor, flag=f, environment=beta, enabled=True))
+            (
+                lambda f=f: services.flag_set_enabled(
+                    actor=editor, flag=f, environment=beta, enabled=True
+                )
+            )
             for f in flags
         ]
     )

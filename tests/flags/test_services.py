@@ -296,7 +296,11 @@ def test_a_partial_edit_keeps_the_fields_it_does_not_name(app, envs, flag, edito
         ({"tags": "payments"}, "tags", "wrong_type"),
         ({"tags": [1, 2]}, "tags", "wrong_type"),
         ({"kind": "multivariant", "value_type": "string", "variants": []}, "variants", "required"),
-        ({"kind": "multivariant", "value_type": "string", "variants": ["x"]}, "variants.0", "invalid"),
+        (
+            {"kind": "multivariant", "value_type": "string", "variants": ["x"]},
+            "variants.0",
+            "invalid",
+        ),
     ],
 )
 def test_wrong_python_types_are_field_errors_not_crashes(app, envs, kwargs, field, code):
