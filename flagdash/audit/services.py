@@ -129,6 +129,11 @@ def iter_chain(batch_size: int = 2000) -> Iterator[AuditEvent]:
         last_id = batch[-1].id
 
 
+def chain_head() -> tuple[int, str] | None:
+    """(id, hash) of the newest event: an anchor to keep outside the database."""
+    return AuditEvent.objects.order_by("-id").values_list("id", "hash").first()
+
+
 def audit_verify_chain(batch_size: int = 2000) -> tuple[int, ChainBreak | None]:
     """Walk the whole chain. Returns (events checked, first break or None)."""
     expected_prev = GENESIS

@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from flagdash.audit.services import audit_verify_chain
+from flagdash.audit.services import audit_verify_chain, chain_head
 
 logger = logging.getLogger(__name__)
 
@@ -17,5 +17,6 @@ def audit_verify_chain_task() -> int:
     if broken is not None:
         logger.error("%s (checked %d events before it)", broken, checked)
         return -broken.event_id
-    logger.info("audit chain intact: %d events", checked)
+    head = chain_head()
+    logger.info("audit chain intact: %d events, head #%s %s", checked, *(head or ("-", "-")))
     return checked

@@ -76,7 +76,8 @@ def test_trigger_refuses_raw_sql_too(on_postgres, chain):
 
 
 def test_verify_audit_passes_on_an_intact_chain(chain):
-    assert verify() == f"OK: {len(chain)} events, chain intact\n"
+    last = AuditEvent.objects.latest("id")
+    assert verify() == f"OK: {len(chain)} events, chain intact; head #{last.id} {last.hash}\n"
 
 
 def test_verify_audit_quiet_prints_nothing_when_intact(chain):
@@ -84,7 +85,7 @@ def test_verify_audit_quiet_prints_nothing_when_intact(chain):
 
 
 def test_verify_audit_reads_in_batches(chain):
-    assert verify("--batch-size", "2") == f"OK: {len(chain)} events, chain intact\n"
+    assert verify("--batch-size", "2").startswith(f"OK: {len(chain)} events, chain intact; head #")
 
 
 def test_verify_audit_on_an_empty_log(db):
@@ -153,7 +154,7 @@ def test_verify_audit_command_line_exit_status_and_stderr(on_postgres, record):
 
     ok = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == f"OK: {AuditEvent.objects.count()} events, chain intact"
+    assert ok.stdout.startswith(f"OK: {AuditEvent.objects.count()} events, chain intact; head #")
 
     with trigger_disabled():
         AuditEvent.objects.filter(pk=events[1].pk).update(target_repr="rewritten")

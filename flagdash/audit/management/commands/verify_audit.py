@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from flagdash.audit.services import audit_verify_chain
+from flagdash.audit.services import audit_verify_chain, chain_head
 
 
 class Command(BaseCommand):
@@ -37,4 +37,6 @@ class Command(BaseCommand):
             # Django prints a CommandError on stderr and exits with its returncode (1).
             raise CommandError(f"BROKEN: {broken} ({checked} events before it are intact)")
         if not options["quiet"]:
-            self.stdout.write(f"OK: {checked} events, chain intact")
+            head = chain_head()
+            anchor = f"; head #{head[0]} {head[1]}" if head else ""
+            self.stdout.write(f"OK: {checked} events, chain intact{anchor}")
