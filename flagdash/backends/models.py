@@ -10,7 +10,7 @@ from django.db import models
 
 
 class BackendKind(models.TextChoices):
-    LOCAL = "local", "Built-in (served over OFREP)"
+    LOCAL = "local", "Built-in"
     AWS_APPCONFIG = "aws_appconfig", "AWS AppConfig"
     AZURE_APPCONFIG = "azure_appconfig", "Azure App Configuration"
 

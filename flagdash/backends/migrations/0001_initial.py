@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('name', models.CharField(max_length=100, unique=True)),
-                ('kind', models.CharField(choices=[('local', 'Built-in (served over OFREP)'), ('aws_appconfig', 'AWS AppConfig'), ('azure_appconfig', 'Azure App Configuration')], default='local', max_length=32)),
+                ('kind', models.CharField(choices=[('local', 'Built-in'), ('aws_appconfig', 'AWS AppConfig'), ('azure_appconfig', 'Azure App Configuration')], default='local', max_length=32)),
                 ('options', models.JSONField(blank=True, default=dict)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
