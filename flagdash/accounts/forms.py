@@ -21,14 +21,15 @@ class LoginForm(AuthenticationForm):
         username = self.cleaned_data.get("username") or ""
         ip = client_ip(self.request) if self.request else None
         if throttle.is_locked(username, ip):
-            audit_record_standalone(
-                actor=None,
-                actor_name=username[:150],
-                action=Action.LOGIN_FAILED,
-                target_type="user",
-                target_repr=username[:200],
-                after={"reason": "throttled"},
-            )
+            if throttle.first_refusal(username, ip):  # one event per lock-out, not per attempt
+                audit_record_standalone(
+                    actor=None,
+                    actor_name=username[:150],
+                    action=Action.LOGIN_FAILED,
+                    target_type="user",
+                    target_repr=username[:200],
+                    after={"reason": "throttled"},
+                )
             minutes = max(1, settings.LOGIN_FAILURE_WINDOW_SECONDS // 60)
             raise forms.ValidationError(
                 f"Too many failed attempts. Try again in {minutes} minutes.", code="throttled"

@@ -64,12 +64,33 @@ def user_create(
 
 
 @transaction.atomic(durable=True)
+def user_set_password(*, actor: Any, user: Any, password: str, reason: str) -> Any:
+    """Set a password (the demo seeder's reset); the password itself is never recorded."""
+    if actor is not None:
+        permissions.require_admin(actor)
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    audit_record(
+        actor=actor,
+        action=Action.USER_PASSWORD_SET,
+        target_type="user",
+        target_id=user.pk,
+        target_repr=user.get_username(),
+        after={"reason": reason},
+    )
+    return user
+
+
+@transaction.atomic(durable=True)
 def user_set_role(*, actor: Any, user: Any, role: Role | str | None) -> Any:
     """Give a user a role, or none (no access). The last admin cannot be demoted."""
     if actor is not None:
         permissions.require_admin(actor)
     if role and role not in Role.values:
         raise ValidationError({"role": ValidationError("Unknown role.", code="invalid_choice")})
+    # Lock every admin membership first, so two admins demoting each other at once cannot
+    # both pass the last-admin check.
+    list(Membership.objects.select_for_update().filter(role=Role.ADMIN).values_list("pk"))
     membership = Membership.objects.select_for_update().filter(user=user).first()
     before = membership.role if membership else None
     after = str(role) if role else None

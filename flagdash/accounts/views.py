@@ -39,6 +39,7 @@ from flagdash.accounts.forms import (
 from flagdash.accounts.models import Role
 from flagdash.accounts.services import user_create, user_set_role
 from flagdash.backends.models import BackendConnection
+from flagdash.core.htmx import is_partial
 from flagdash.flags import services as flag_services
 from flagdash.flags.forms import apply_service_errors
 from flagdash.flags.models import Application, Environment, Flag
@@ -211,14 +212,6 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _is_partial(request: HttpRequest) -> bool:
-    """An htmx request for a fragment (a boosted navigation wants the whole page)."""
-    htmx = getattr(request, "htmx", None)
-    if not htmx:
-        return False
-    return not htmx.boosted
-
-
 def _toast(request: HttpRequest, text: str, level: str) -> str:
     return render_to_string(
         "core/fragments/oob_toast.html", {"text": text, "level": level}, request=request
@@ -234,7 +227,7 @@ def admin_write(view: View) -> View:
         try:
             permissions.require_admin(request.user)
         except PermissionDenied as exc:
-            if _is_partial(request):
+            if is_partial(request):
                 return reswap(HttpResponse(_toast(request, str(exc), "error"), status=403), "none")
             raise
         return view(request, *args, **kwargs)
@@ -265,7 +258,7 @@ def _sections(
 
 
 def _saved(request: HttpRequest, text: str, sections: list[str]) -> HttpResponse:
-    if _is_partial(request):
+    if is_partial(request):
         return _sections(request, sections, toast=(text, "success"))
     messages.success(request, text)
     return redirect(f"{reverse('settings')}#settings-{sections[0]}")
@@ -274,7 +267,7 @@ def _saved(request: HttpRequest, text: str, sections: list[str]) -> HttpResponse
 def _refused(
     request: HttpRequest, sections: list[str], bound: Mapping[str, forms.Form]
 ) -> HttpResponse:
-    if _is_partial(request):
+    if is_partial(request):
         return _sections(request, sections, bound=bound, status=422)
     context = {"data": _settings_data(request, bound=bound), "has_errors": True}
     return render(request, "accounts/settings.html", context, status=422)
@@ -326,7 +319,7 @@ def settings_environment_edit(request: HttpRequest, app_key: str, env_key: str) 
         name, protected = form.cleaned_data["name"], form.cleaned_data["protected"]
         if env.protected and not protected and request.POST.get("confirm") != "yes":
             context = {"application": app, "environment": env, "name": name}
-            if _is_partial(request):
+            if is_partial(request):
                 response = render(request, "accounts/environment_confirm.html#dialog", context)
                 return reswap(retarget(response, "#modal"), "innerHTML")
             return render(request, "accounts/environment_confirm.html", context)
@@ -367,7 +360,7 @@ def settings_user_role(request: HttpRequest, user_id: int) -> HttpResponse:
                 text = f"{name} already has the role {ROLE_LABELS[role]}."
             else:
                 text = f"{name}: {ROLE_LABELS[before]} → {ROLE_LABELS[role]}."
-            if user.pk == request.user.pk and role != before and _is_partial(request):
+            if user.pk == request.user.pk and role != before and is_partial(request):
                 # Your own role changed: reload the whole page, which now shows what you may do.
                 messages.success(request, text)
                 return HttpResponseClientRedirect(reverse("settings"))

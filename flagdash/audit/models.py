@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 
@@ -29,6 +31,7 @@ class Action(models.TextChoices):
     VERSION_CREATED = "version.created", "Version saved"
     USER_CREATED = "user.created", "User created"
     USER_ROLE_CHANGED = "user.role_changed", "Role changed"
+    USER_PASSWORD_SET = "user.password_set", "Password set"
     API_TOKEN_CREATED = "api_token.created", "API token created"
     API_TOKEN_REVOKED = "api_token.revoked", "API token revoked"
     LOGIN = "auth.login", "Logged in"
@@ -103,6 +106,9 @@ class AuditEvent(models.Model):
             models.Index(fields=["application", "-id"], name="audit_app_id"),
             models.Index(fields=["target_type", "target_id", "-id"], name="audit_target_id"),
             models.Index(fields=["request_id"], name="audit_request_id"),
+            models.Index(fields=["source", "-id"], name="audit_source_id"),
+            # the audit log's actor filter is case-insensitive (actor_name__iexact)
+            models.Index(Upper("actor_name"), F("id").desc(), name="audit_actor_name_id"),
         ]
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from flagdash.accounts.permissions import require_view
 from flagdash.audit import export, selectors
 from flagdash.audit.forms import AuditFilterForm
+from flagdash.core.htmx import is_partial
 
 TEMPLATE = "audit/audit_log.html"
 RESULTS_TARGET = "audit-results"
@@ -28,10 +29,9 @@ def _partial(request: HttpRequest) -> str | None:
 
     A boosted navigation or a history restore wants the whole page.
     """
-    htmx = getattr(request, "htmx", None)
-    if not htmx or htmx.boosted or htmx.history_restore_request:
+    if not is_partial(request):
         return None
-    return "results" if htmx.target == RESULTS_TARGET else "rows"
+    return "results" if request.htmx.target == RESULTS_TARGET else "rows"
 
 
 @require_GET

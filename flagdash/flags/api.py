@@ -20,6 +20,7 @@ from django.urls import reverse
 
 from flagdash.accounts import permissions
 from flagdash.core.diff import Change
+from flagdash.core.parsing import positive_int
 from flagdash.flags import documents, selectors, services
 from flagdash.flags.api_base import ApiError, FieldErrors, json_response, not_found, payload
 from flagdash.flags.models import (
@@ -235,12 +236,14 @@ def _query_error(fields: FieldErrors, name: str, message: str) -> None:
 def _page_params(query: QueryDict, fields: FieldErrors) -> tuple[int, int]:
     number, size = 1, settings.FLAGDASH_PAGE_SIZE
     raw_page, raw_size = query.get("page", "1"), query.get("page_size", str(size))
-    if raw_page.isdigit() and int(raw_page) >= 1:
-        number = int(raw_page)
+    page = positive_int(raw_page)
+    if page is not None:
+        number = page
     else:
         _query_error(fields, "page", "A page number (1, 2, …).")
-    if raw_size.isdigit() and 1 <= int(raw_size) <= MAX_PAGE_SIZE:
-        size = int(raw_size)
+    wanted = positive_int(raw_size)
+    if wanted is not None and wanted <= MAX_PAGE_SIZE:
+        size = wanted
     else:
         _query_error(fields, "page_size", f"A whole number from 1 to {MAX_PAGE_SIZE}.")
     return number, size
@@ -680,9 +683,10 @@ def version_diff(request: HttpRequest, app_key: str, env_key: str, number: int) 
     raw = request.GET.get("against", "")
     against: ConfigVersion | None
     if raw:
-        if not raw.isdigit() or int(raw) < 1:
+        against_number = positive_int(raw)
+        if against_number is None:
             _check_query({"against": [{"code": "invalid", "message": "A version number."}]})
-        against = _version(environment, int(raw))
+        against = _version(environment, against_number or 0)
     else:
         against = selectors.versions_of(environment).filter(number__lt=number).first()
     flags = documents.document_diff(

@@ -35,6 +35,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from flagdash.accounts import permissions, tokens
+from flagdash.core.parsing import has_lone_surrogate
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,12 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(400, "parse_error", f"The body is not valid JSON: {exc}.") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "invalid", "The body must be a JSON object.")
+    try:
+        text = json.dumps(data, ensure_ascii=False)
+    except RecursionError as exc:
+        raise ApiError(400, "parse_error", "The body nests too deeply.") from exc
+    if has_lone_surrogate(text):
+        raise ApiError(400, "parse_error", "The body contains text that is not valid Unicode.")
     return data
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 
 from flagdash.accounts import services as account_services
@@ -35,8 +34,15 @@ def demo_password() -> tuple[str, str]:
     return secret_from_file(path, nbytes=12), str(path)
 
 
-def ensure_users(password: str) -> dict[str, Any]:
-    users = {}
+def ensure_users(
+    password: str, *, reset_passwords: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """The demo users, created where missing. Returns (users, names whose password differs).
+
+    An existing account keeps its password unless ``reset_passwords`` (audited): running the
+    seeder against a real installation must never silently change someone's login.
+    """
+    users, differing = {}, []
     for username, role in DEMO_USERS:
         user = User.objects.filter(username=username).first()
         if user is None:
@@ -49,11 +55,14 @@ def ensure_users(password: str) -> dict[str, Any]:
                 check_password=False,
             )
         elif not user.check_password(password):
-            with transaction.atomic():
-                user.set_password(password)
-                user.save(update_fields=["password"])
+            if reset_passwords:
+                account_services.user_set_password(
+                    actor=None, user=user, password=password, reason="seed_demo --reset-passwords"
+                )
+            else:
+                differing.append(username)
         users[username] = user
-    return users
+    return users, differing
 
 
 @dataclass(frozen=True)
@@ -373,10 +382,18 @@ def _demo_history(users: dict[str, Any]) -> None:
     )
 
 
-def seed_demo() -> tuple[list[str], str, str]:
-    """Create what is missing. Returns (applications created, password, password source)."""
+@dataclass(frozen=True)
+class SeedResult:
+    created: list[str]
+    password: str
+    source: str
+    kept_passwords: list[str]  # existing demo users whose password is not the demo password
+
+
+def seed_demo(*, reset_passwords: bool = False) -> SeedResult:
+    """Create what is missing."""
     password, source = demo_password()
-    users = ensure_users(password)
+    users, kept = ensure_users(password, reset_passwords=reset_passwords)
     created = []
     for key, name, flags in (
         ("checkout", "Checkout", CHECKOUT),
@@ -387,4 +404,4 @@ def seed_demo() -> tuple[list[str], str, str]:
             created.append(key)
     if "checkout" in created:
         _demo_history(users)
-    return created, password, source
+    return SeedResult(created, password, source, kept)

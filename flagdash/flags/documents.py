@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.core.diff import Change, diff
 from flagdash.flags.models import Environment, Flag, FlagAttribute, FlagSetting
 
@@ -83,6 +84,11 @@ def working_document(environment: Environment) -> dict[str, Any]:
             setting.flag, setting, attributes.get(setting.flag_id, [])
         )
     return document
+
+
+def flag_digests(document: dict[str, Any]) -> dict[str, str]:
+    """sha256 of each flag's canonical entry: equal digests, unchanged flag."""
+    return {key: sha256_hex(canonical_json(entry)) for key, entry in document["flags"].items()}
 
 
 def load(document_text: str) -> dict[str, Any]:

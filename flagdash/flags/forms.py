@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from flagdash.core.parsing import positive_int
 from flagdash.flags.models import (
     KEY_HELP,
     AttributeType,
@@ -208,8 +209,9 @@ class SettingForm(forms.Form):
         for key in self.data:
             if key.startswith(prefix) and key.endswith("_name"):
                 middle = key[len(prefix) : -len("_name")]
-                if middle.isdigit() and int(middle) < 50:
-                    found.add(int(middle))
+                index = positive_int(middle) if middle != "0" else 0
+                if index is not None and index < 50:
+                    found.add(index)
         return sorted(found)
 
     def _initial(self) -> dict[str, Any]:
@@ -308,7 +310,7 @@ class SettingForm(forms.Form):
                     value = json.loads(raw or "null")
                 elif self.flag.value_type in (ValueType.INTEGER, ValueType.FLOAT):
                     value = _parse_number(raw)
-            except (ValueError, ValidationError):
+            except (ValueError, RecursionError, ValidationError):
                 self.add_error(
                     f"variant_{i - 1}_value",
                     ValidationError(
@@ -329,8 +331,9 @@ class SettingForm(forms.Form):
         if key.startswith("variants."):
             index = key.split(".", 1)[1]
             rows = getattr(self, "_variant_rows", [])
-            if index.isdigit() and int(index) < len(rows):
-                return f"variant_{rows[int(index)]}_name"
+            position = positive_int(index) if index != "0" else 0
+            if position is not None and position < len(rows):
+                return f"variant_{rows[position]}_name"
             return None
         if key == "variants":
             return None

@@ -230,6 +230,11 @@ class ConfigVersion(models.Model):
     )
     author_name = models.CharField(max_length=150, blank=True)
     message = models.CharField(max_length=500, blank=True)
+    flag_digests = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Flag key → sha256 of its entry, so pages compare versions without the document.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

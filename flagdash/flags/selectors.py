@@ -213,7 +213,12 @@ def flag_history(flag: Flag, limit: int = 20) -> list[AuditEvent]:
 
 
 def versions_of(environment: Environment, limit: int | None = None) -> QuerySet[ConfigVersion]:
-    qs = ConfigVersion.objects.filter(environment=environment).order_by("-number")
+    """Newest first, without the documents (lists never show them; load one by number)."""
+    qs = (
+        ConfigVersion.objects.filter(environment=environment)
+        .defer("document", "flag_digests")
+        .order_by("-number")
+    )
     return qs[:limit] if limit else qs
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -190,6 +190,8 @@ def _owner(owner: Any) -> Any:
         return None
     if isinstance(owner, User):
         return owner
+    if not isinstance(owner, str) or "\x00" in owner or len(owner) > 150:
+        raise field_error("owner", "Give the owner's username.", "wrong_type")
     found = User.objects.filter(username=owner, is_active=True).first()
     if found is None:
         raise field_error("owner", f"No active user named “{owner}”.", "unknown_user")
@@ -350,6 +352,27 @@ def environment_update(
 # --- flags -----------------------------------------------------------------------------------
 
 
+def _refuse_if_archived(flag: Flag, field_name: str = "archived") -> None:
+    if flag.archived_at is not None:
+        raise field_error(
+            field_name, f"{flag.key} is archived and read-only; restore it first.", "archived"
+        )
+
+
+def _protected_environments_using(flag: Flag) -> list[Environment]:
+    """Protected environments where the flag is on, or is in the latest saved version."""
+    found = []
+    settings = FlagSetting.objects.filter(flag=flag, environment__protected=True).select_related(
+        "environment"
+    )
+    for setting in settings:
+        latest = latest_version(setting.environment)
+        in_version = latest is not None and flag.key in documents.load(latest.document)["flags"]
+        if setting.enabled or in_version:
+            found.append(setting.environment)
+    return found
+
+
 @transaction.atomic(durable=True)
 def flag_create(
     *,
@@ -464,6 +487,7 @@ def flag_update(
         .select_related("application", "owner")
         .get(pk=flag.pk)
     )
+    _refuse_if_archived(flag)
     before = flag_snapshot(flag)
     if name is not UNSET:
         flag.name = _clean_name(name)
@@ -510,6 +534,13 @@ def flag_set_archived(*, actor: Any, flag: Flag, archived: bool) -> Flag:
     if (flag.archived_at is not None) == archived:
         state = "archived" if archived else "active"
         raise field_error("archived", f"{flag.key} is already {state}.", "no_change")
+    if actor is not None and archived:
+        protected = _protected_environments_using(flag)
+        if protected and not permissions.can_admin(actor):
+            names = ", ".join(e.name for e in protected)
+            raise PermissionDenied(
+                f"{flag.key} is in use in {names} (protected): only admins can archive it."
+            )
     before = flag_snapshot(flag)
     flag.archived_at = timezone.now() if archived else None
     flag.save(update_fields=["archived_at", "updated_at"])
@@ -558,6 +589,7 @@ def attribute_save(
     """Add an attribute, or change one (values already set must still satisfy it)."""
     _check(actor, permissions.require_edit_flags)
     flag = Flag.objects.select_for_update().select_related("application").get(pk=flag.pk)
+    _refuse_if_archived(flag, "name")
     try:
         attribute_name_validator(name)
     except ValidationError as exc:
@@ -584,7 +616,12 @@ def attribute_save(
     attr.name, attr.type, attr.description, attr.required = name, type, description, required
     attr.pattern, attr.enum, attr.minimum, attr.maximum = pattern, list(enum), minimum, maximum
     # Every value already set must satisfy the new definition; renames carry values along.
-    settings = list(FlagSetting.objects.filter(flag=flag).select_related("environment"))
+    # Locked: a concurrent values save must not be overwritten with a reused revision.
+    settings = list(
+        FlagSetting.objects.select_for_update(of=("self",))
+        .filter(flag=flag)
+        .select_related("environment")
+    )
     changed: list[FlagSetting] = []
     for setting in settings:
         values = dict(setting.attribute_values)
@@ -631,6 +668,7 @@ def attribute_delete(*, actor: Any, attribute: FlagAttribute) -> None:
     _check(actor, permissions.require_edit_flags)
     attr = FlagAttribute.objects.select_related("flag__application").get(pk=attribute.pk)
     flag = attr.flag
+    _refuse_if_archived(flag, "name")
     if actor is not None and _protected_envs_with_value(flag, attr.name):
         permissions.require_admin(actor)
     changed = []
@@ -875,6 +913,7 @@ def _save_version(
         author=actor,
         author_name=actor.get_username() if actor is not None else "flagdash",
         message=message,
+        flag_digests=documents.flag_digests(document),
     )
     audit_record(
         actor=actor,

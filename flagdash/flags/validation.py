@@ -8,12 +8,14 @@ The limits follow AWS AppConfig's feature-flag document so a valid flag is valid
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import regex
 from django.core.exceptions import ValidationError
 
 from flagdash.flags.models import AttributeType, FlagAttribute, ValueType
@@ -25,6 +27,10 @@ MAX_ATTRIBUTES = 25
 MAX_VARIANTS = 20
 MAX_OBJECT_BYTES = 8192
 INT64 = 2**63
+MAX_OBJECT_DEPTH = 32
+# Patterns are written by editors and run on every save: the `regex` engine lets a
+# catastrophically backtracking pattern time out instead of blocking a worker.
+PATTERN_TIMEOUT_SECONDS = 0.05
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -50,13 +56,63 @@ def _check_text(value: str, what: str) -> None:
         raise ValidationError(f"{what} contains a NUL character.", code="invalid")
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> Any:
+    return regex.compile(pattern)
+
+
+def compile_pattern(pattern: str) -> Any:
+    if "\x00" in pattern:
+        raise ValidationError("The pattern contains a NUL character.", code="invalid")
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        return _compiled(pattern)
+    except (regex.error, RecursionError, OverflowError) as exc:
         raise ValidationError(
             f"Not a valid regular expression: {exc}.", code="invalid_regex"
         ) from exc
+
+
+def pattern_matches(pattern: str, value: str, what: str) -> bool:
+    try:
+        found = compile_pattern(pattern).search(value, timeout=PATTERN_TIMEOUT_SECONDS)
+    except TimeoutError as exc:
+        raise ValidationError(
+            f"{what}: the pattern {pattern} takes too long to check; simplify it.",
+            code="pattern_too_slow",
+        ) from exc
+    return found is not None
+
+
+def contains_nul(value: Any, depth: int = 0) -> bool:
+    """True if a NUL character hides in any string or key (PostgreSQL cannot store it)."""
+    if depth > MAX_OBJECT_DEPTH:
+        return False
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(
+            contains_nul(k, depth + 1) or contains_nul(v, depth + 1) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(contains_nul(v, depth + 1) for v in value)
+    return False
+
+
+def nesting_depth(value: Any, limit: int = MAX_OBJECT_DEPTH + 1) -> int:
+    """How deeply lists and objects nest (counting stops past ``limit``)."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        if not children:
+            break
+        depth += 1
+        level = children
+    return depth
 
 
 def validate_attribute_definition(
@@ -96,7 +152,9 @@ def validate_attribute_definition(
             )
         elif len(enum) > MAX_ENUM:
             errors["enum"] = ValidationError(f"At most {MAX_ENUM} allowed values.", code="too_many")
-        elif not all(isinstance(v, str) and 0 < len(v) <= MAX_STRING for v in enum):
+        elif not all(
+            isinstance(v, str) and 0 < len(v) <= MAX_STRING and "\x00" not in v for v in enum
+        ):
             errors["enum"] = ValidationError(
                 "Allowed values must be non-empty strings.", code="invalid"
             )
@@ -131,7 +189,7 @@ def _check_string(attr: FlagAttribute, value: Any, what: str) -> str:
     if attr.enum and value not in attr.enum:
         allowed = ", ".join(str(v) for v in attr.enum)
         raise ValidationError(f"{what} must be one of: {allowed}.", code="not_in_enum")
-    if attr.pattern and not compile_pattern(attr.pattern).search(value):
+    if attr.pattern and not pattern_matches(attr.pattern, value, what):
         raise ValidationError(
             f"{what} does not match the pattern {attr.pattern}.", code="pattern_mismatch"
         )
@@ -255,6 +313,12 @@ def validate_variant_value(value_type: str, value: Any, what: str) -> Any:
         case ValueType.OBJECT:
             if not isinstance(value, dict):
                 raise ValidationError(f"{what} must be a JSON object.", code="wrong_type")
+            if nesting_depth(value) > MAX_OBJECT_DEPTH:
+                raise ValidationError(
+                    f"{what} nests deeper than {MAX_OBJECT_DEPTH} levels.", code="too_deep"
+                )
+            if contains_nul(value):
+                raise ValidationError(f"{what} contains a NUL character.", code="invalid")
             size = len(json.dumps(value, separators=(",", ":")).encode())
             if size > MAX_OBJECT_BYTES:
                 raise ValidationError(

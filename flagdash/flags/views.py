@@ -21,6 +21,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import reswap, retarget
 
 from flagdash.accounts import permissions
+from flagdash.core.htmx import is_partial
+from flagdash.core.parsing import positive_int
 from flagdash.flags import documents, selectors, services
 from flagdash.flags.forms import (
     AttributeForm,
@@ -31,12 +33,6 @@ from flagdash.flags.forms import (
     apply_service_errors,
 )
 from flagdash.flags.models import Application, Environment, Flag, FlagAttribute, FlagSetting
-
-
-def _is_partial(request: HttpRequest) -> bool:
-    """An htmx request for a fragment (a boosted navigation wants the whole page)."""
-    htmx = getattr(request, "htmx", None)
-    return htmx is not None and bool(htmx) and not htmx.boosted
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
@@ -88,7 +84,7 @@ def flag_list(request: HttpRequest, app_key: str) -> HttpResponse:
         "today": selectors.today(),
         "list_url": request.get_full_path(),
     }
-    template = "flags/flag_list.html#results" if _is_partial(request) else "flags/flag_list.html"
+    template = "flags/flag_list.html#results" if is_partial(request) else "flags/flag_list.html"
     return render(request, template, context)
 
 
@@ -103,7 +99,9 @@ def _switch_response(
     status: int = 200,
     toast: tuple[str, str] | None = None,
 ) -> HttpResponse:
-    setting = FlagSetting.objects.get(flag=flag, environment=environment)
+    setting = FlagSetting.objects.select_related("environment", "updated_by").get(
+        flag=flag, environment=environment
+    )
     html: str = render_to_string(
         "flags/fragments/switch.html",
         {
@@ -119,7 +117,17 @@ def _switch_response(
     if toast:
         html += _toast(request, *toast)
     html += '<div id="modal" hx-swap-oob="innerHTML"></div>'
+    if _on_flag_page(request, flag):
+        html += render_to_string(
+            "flags/fragments/setting_oob.html", {"setting": setting}, request=request
+        )
     return HttpResponse(html, status=status)
+
+
+def _on_flag_page(request: HttpRequest, flag: Flag) -> bool:
+    """The switch was used on the flag's own page (whose values form carries the revision)."""
+    current = getattr(request.htmx, "current_url_abs_path", None) or ""
+    return current.split("?", 1)[0] == reverse("flag_detail", args=[flag.application.key, flag.key])
 
 
 @require_http_methods(["GET", "POST"])
@@ -129,7 +137,7 @@ def flag_toggle(request: HttpRequest, app_key: str, flag_key: str, env_key: str)
     flag = selectors.flag_by_key(app, flag_key)
     environment = selectors.environment_by_key(app, env_key)
     back = _safe_next(request, reverse("flag_detail", args=[app.key, flag.key]))
-    partial = _is_partial(request)
+    partial = is_partial(request)
     if not permissions.can_edit_environment(request.user, environment):
         reason = (
             f"{environment.name} is protected: only admins can change it."
@@ -315,19 +323,26 @@ def flag_archive(request: HttpRequest, app_key: str, flag_key: str) -> HttpRespo
 
 
 def _version_touches(environment: Environment, flag: Flag, limit: int = 10) -> list[dict[str, Any]]:
-    """The environment's latest versions, each with what it changed in this flag."""
-    versions = list(selectors.versions_of(environment, limit + 1))
+    """The environment's latest versions, each with what it did to this flag.
+
+    Compares the per-flag digests stored with each version: no document is loaded.
+    """
+    versions = list(selectors.versions_of(environment, limit + 1).defer(None).defer("document"))
     rows: list[dict[str, Any]] = []
     for newer, older in zip(versions, [*versions[1:], None], strict=False):
         if len(rows) == limit:
             break
-        new_entry = documents.load(newer.document)["flags"].get(flag.key)
-        old_entry = documents.load(older.document)["flags"].get(flag.key) if older else None
-        changes = documents.document_diff(
-            {"flags": {flag.key: old_entry}} if old_entry else None,
-            {"flags": {flag.key: new_entry}} if new_entry else None,
-        )
-        rows.append({"version": newer, "diff": changes[0] if changes else None})
+        new = newer.flag_digests.get(flag.key)
+        old = older.flag_digests.get(flag.key) if older else None
+        if new == old:
+            status = None
+        elif old is None:
+            status = "added"
+        elif new is None:
+            status = "removed"
+        else:
+            status = "changed"
+        rows.append({"version": newer, "status": status})
     return rows
 
 
@@ -377,7 +392,7 @@ def flag_detail(request: HttpRequest, app_key: str, flag_key: str) -> HttpRespon
     flag = selectors.flag_by_key(app, flag_key)
     context = _flag_page_context(request, app, flag, request.GET.get("env"))
     template = (
-        "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+        "flags/flag_detail.html#environment" if is_partial(request) else "flags/flag_detail.html"
     )
     return render(request, template, context)
 
@@ -432,7 +447,7 @@ def flag_setting_save(
     context = _flag_page_context(request, app, flag, environment.key, form=form, conflict=conflict)
     status = 409 if conflict else 422
     template = (
-        "flags/flag_detail.html#environment" if _is_partial(request) else "flags/flag_detail.html"
+        "flags/flag_detail.html#environment" if is_partial(request) else "flags/flag_detail.html"
     )
     return render(request, template, context, status=status)
 
@@ -561,10 +576,10 @@ def version_detail(request: HttpRequest, app_key: str, env_key: str, number: int
     app = _app(request, app_key)
     environment = selectors.environment_by_key(app, env_key)
     version = selectors.version_by_number(environment, number)
-    against_raw = request.GET.get("against", "")
+    against_number = positive_int(request.GET.get("against"))
     against = None
-    if against_raw.isdigit():
-        against = selectors.version_by_number(environment, int(against_raw))
+    if against_number is not None:
+        against = selectors.version_by_number(environment, against_number)
     elif number > 1:
         against = selectors.versions_of(environment).filter(number__lt=number).first()
     changes = documents.document_diff(

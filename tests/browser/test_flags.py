@@ -129,3 +129,34 @@ def test_the_list_works_without_javascript(browser, live_server, catalogue, edit
     )
     expect(page).to_have_url(re.compile(r"q=express"))  # back where the user was
     context.close()
+
+
+def test_toggling_then_saving_values_on_the_flag_page_is_not_a_conflict(
+    page: Page, live_server, catalogue, editor, password
+):
+    from flagdash.flags import services
+    from flagdash.flags.models import Flag
+
+    flag = Flag.objects.get(key="express-checkout")
+    services.attribute_save(actor=None, flag=flag, name="limit", type="number", maximum=10)
+    log_in(page, live_server, "editor", password)
+    page.goto(f"{live_server.url}/apps/checkout/flags/express-checkout/")
+
+    page.get_by_role("switch", name="express-checkout in Beta").click()
+    expect(page.get_by_role("switch", name="express-checkout in Beta")).to_have_attribute(
+        "aria-checked", "true"
+    )
+    expect(page.locator("#values")).to_contain_text("express-checkout is on in Beta")
+
+    page.get_by_label("limit").fill("7")
+    page.get_by_role("button", name="Save Beta values").click()
+    expect(page.get_by_text("Saved express-checkout's values in Beta")).to_be_visible()
+    expect(page.get_by_text("since you opened it")).to_have_count(0)
+    setting = FlagSetting.objects.get(flag=flag, environment__key="beta")
+    assert setting.attribute_values == {"limit": 7} and setting.enabled
+
+    page.get_by_role("switch", name="express-checkout in Beta").click()  # and back: no 409
+    expect(page.get_by_role("switch", name="express-checkout in Beta")).to_have_attribute(
+        "aria-checked", "false"
+    )
+    expect(page.get_by_text("Disabled express-checkout in Beta")).to_be_visible()

@@ -315,3 +315,59 @@ def test_attribute_bounds_must_fit_in_64_bits(flag):
     with pytest.raises(ValidationError) as info:
         services.attribute_save(actor=None, flag=flag, name="big", type="number", maximum=2**63)
     assert info.value.error_dict["maximum"][0].code == "invalid"
+
+
+def test_an_editor_archives_a_beta_only_flag_but_not_one_production_uses(
+    app, beta, production, editor, admin_user
+):
+    in_production = make_flag(app, "in-production")
+    services.config_version_create(actor=admin_user, environment=production, message="")
+    beta_only = make_flag(app, "beta-only")  # created after production's latest version
+    services.flag_set_archived(actor=editor, flag=beta_only, archived=True)
+    with pytest.raises(PermissionDenied, match="Production"):
+        services.flag_set_archived(actor=editor, flag=in_production, archived=True)
+    services.flag_set_archived(actor=admin_user, flag=in_production, archived=True)
+
+
+def test_an_archived_flag_is_read_only(app, beta, flag, editor):
+    services.flag_set_archived(actor=editor, flag=flag, archived=True)
+    before = counts()
+    with pytest.raises(ValidationError) as info:
+        services.flag_update(actor=editor, flag=flag, name="Renamed")
+    assert info.value.error_dict["archived"][0].code == "archived"
+    with pytest.raises(ValidationError):
+        services.attribute_save(actor=editor, flag=flag, name="pct", type="number")
+    assert counts() == before
+
+
+def test_a_pattern_that_backtracks_forever_times_out_with_a_clear_error(beta, flag):
+    services.attribute_save(actor=None, flag=flag, name="code", type="string", pattern="^(a|aa)+$")
+    with pytest.raises(ValidationError) as info:
+        services.flag_setting_update(
+            actor=None,
+            flag=flag,
+            environment=beta,
+            expected_revision=1,
+            attribute_values={"code": "a" * 1000 + "b"},
+        )
+    assert info.value.error_dict["attribute_values.code"][0].code == "pattern_too_slow"
+
+
+def test_object_variants_refuse_nul_characters_and_deep_nesting(app, envs):
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["x"] = {}
+        node = node["x"]
+    for value, code in (({"text": "a\x00b"}, "invalid"), (deep, "too_deep")):
+        with pytest.raises(ValidationError) as info:
+            services.flag_create(
+                actor=None,
+                application=app,
+                key="banner",
+                name="Banner",
+                kind="multivariant",
+                value_type="object",
+                variants=[{"name": "v", "value": value}],
+            )
+        assert info.value.error_dict["variants.0"][0].code == code

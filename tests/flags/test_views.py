@@ -315,11 +315,11 @@ def _write_endpoints(flag, beta, production):
     }
 
 
-# Removing the attribute would erase a value in protected production: admins only.
+# Removing the attribute would erase a value in protected production, and archiving would take
+# the flag out of production's next version: admins only.
 EDITOR_ALLOWED = {
     "create flag",
     "edit flag",
-    "archive flag",
     "add attribute",
     "edit attribute",
     "save beta values",
@@ -509,3 +509,34 @@ def test_the_flag_page_shows_history_and_versions(viewer_client, flag, beta, edi
     assert "Flag toggled" in html and "editor" in html
     assert f"Enable {flag.key}" in html  # the version's message
     assert "Your role can read these values but not change them." in html
+
+
+def test_a_toggle_on_the_flag_page_refreshes_the_values_forms_revision(editor_client, flag, beta):
+    page = reverse("flag_detail", args=[flag.application.key, flag.key])
+    response = editor_client.post(
+        toggle_url(flag, beta),
+        {"enabled": "true", "revision": setting(flag, beta).revision},
+        headers={"HX-Request": "true", "HX-Current-URL": f"http://testserver{page}?env=beta"},
+    )
+    html = response.content.decode()
+    revision = setting(flag, beta).revision
+    assert 'id="id_env-beta-revision" hx-swap-oob="true"' in html
+    assert f'name="env-beta-revision" value="{revision}"' in html
+
+
+def test_saving_values_over_htmx_refreshes_the_switch_and_shows_the_message(
+    editor_client, prepared, beta
+):
+    url = reverse("flag_setting_save", args=[prepared.application.key, prepared.key, beta.key])
+    response = editor_client.post(
+        url,
+        {"env-beta-revision": setting(prepared, beta).revision, "env-beta-attr__pct": "4"},
+        headers={"HX-Request": "true"},
+        follow=True,
+    )
+    html = response.content.decode()
+    revision = setting(prepared, beta).revision
+    switch = re.search(rf'<form id="switch-{prepared.pk}-{beta.pk}"[^>]*>.*?</form>', html, re.S)
+    assert switch and 'hx-swap-oob="true"' in switch.group(0)
+    assert f'name="revision" value="{revision}"' in switch.group(0)
+    assert "Review and save a version to make them live." in html

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from flagdash.core import context
 from flagdash.flags.demo import DEMO_USERS, seed_demo
@@ -14,19 +14,37 @@ from flagdash.flags.demo import DEMO_USERS, seed_demo
 class Command(BaseCommand):
     help = "Create the demo applications, flags and users where they are missing."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--reset-passwords",
+            action="store_true",
+            help="Set existing admin/editor/viewer accounts to the demo password (audited).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         with context.bind(source="cli"):
-            created, password, source = seed_demo()
-        if created:
-            self.stdout.write(self.style.SUCCESS(f"Demo data created: {', '.join(created)}."))
+            result = seed_demo(reset_passwords=options["reset_passwords"])
+        if result.created:
+            self.stdout.write(
+                self.style.SUCCESS(f"Demo data created: {', '.join(result.created)}.")
+            )
         else:
             self.stdout.write("Demo data already present; nothing to create.")
-        url = f"http://127.0.0.1:{settings.PORT}"
         self.stdout.write("")
-        self.stdout.write(self.style.SUCCESS(f"  flagdash: {url}"))
+        self.stdout.write(self.style.SUCCESS(f"  flagdash: http://127.0.0.1:{settings.PORT}"))
         for username, role in DEMO_USERS:
-            self.stdout.write(
-                f"  login: {username:<7} ({role.label.lower():<6})  password: {password}"
+            shown = (
+                "(kept: not the demo password)"
+                if username in result.kept_passwords
+                else result.password
             )
-        self.stdout.write(f"  (password from {source})")
+            self.stdout.write(
+                f"  login: {username:<7} ({role.label.lower():<6})  password: {shown}"
+            )
+        self.stdout.write(f"  (password from {result.source})")
+        if result.kept_passwords:
+            self.stdout.write(
+                "  Existing accounts keep their passwords; "
+                "`manage.py seed_demo --reset-passwords` sets them to the one above."
+            )
         self.stdout.write("")
