@@ -79,9 +79,10 @@ chromium:
 		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	fi
 
-test: deps-dev chromium  ## ruff check, ruff format --check, the whole pytest suite (PYTEST_ARGS=...)
+test: deps-dev chromium  ## ruff, mypy, then the whole pytest suite (PYTEST_ARGS=...)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy flagdash benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: deps-dev  ## ruff check, ruff format --check, mypy

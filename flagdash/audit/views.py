@@ -31,7 +31,8 @@ def _partial(request: HttpRequest) -> str | None:
     """
     if not is_partial(request):
         return None
-    return "results" if request.htmx.target == RESULTS_TARGET else "rows"
+    htmx = getattr(request, "htmx", None)
+    return "results" if htmx is not None and htmx.target == RESULTS_TARGET else "rows"
 
 
 @require_GET

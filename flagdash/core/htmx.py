@@ -12,4 +12,6 @@ def is_partial(request: HttpRequest) -> bool:
     off) want the whole page.
     """
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+    if htmx is None or not htmx:
+        return False
+    return not htmx.boosted and not htmx.history_restore_request

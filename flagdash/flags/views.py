@@ -126,7 +126,8 @@ def _switch_response(
 
 def _on_flag_page(request: HttpRequest, flag: Flag) -> bool:
     """The switch was used on the flag's own page (whose values form carries the revision)."""
-    current = getattr(request.htmx, "current_url_abs_path", None) or ""
+    htmx = getattr(request, "htmx", None)
+    current = (htmx.current_url_abs_path if htmx else None) or ""
     return current.split("?", 1)[0] == reverse("flag_detail", args=[flag.application.key, flag.key])
 
 
