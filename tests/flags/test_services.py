@@ -371,3 +371,19 @@ def test_object_variants_refuse_nul_characters_and_deep_nesting(app, envs):
                 variants=[{"name": "v", "value": value}],
             )
         assert info.value.error_dict["variants.0"][0].code == code
+
+
+@pytest.mark.postgres
+def test_postgresql_refuses_to_change_or_delete_a_saved_version(beta, flag):
+    from django.db import DatabaseError, transaction
+
+    version = services.config_version_create(actor=None, environment=beta, message="saved")
+    for change in (
+        lambda: ConfigVersion.objects.filter(pk=version.pk).update(document="{}"),
+        lambda: ConfigVersion.objects.filter(pk=version.pk).update(flag_digests={}),
+        lambda: ConfigVersion.objects.filter(pk=version.pk).delete(),
+    ):
+        with pytest.raises(DatabaseError, match="immutable"), transaction.atomic():
+            change()
+    version.refresh_from_db()
+    assert version.message == "saved" and flag.key in version.flag_digests
