@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "flagdash.audit",
     "flagdash.backends",
     "flagdash.flags",
+    "flagdash.deployments",
 ]
 
 MIDDLEWARE = [
@@ -119,12 +120,13 @@ else:
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -144,7 +146,32 @@ CELERY_BEAT_SCHEDULE = {
         "task": "flagdash.audit.tasks.audit_verify_chain_task",
         "schedule": env_int("AUDIT_VERIFY_EVERY_SECONDS", 3600, minimum=60),
     },
+    "deployment-reconcile": {
+        "task": "flagdash.deployments.tasks.deployment_reconcile_task",
+        "schedule": env_int("DEPLOYMENT_RECONCILE_SECONDS", 5, minimum=1),
+        "options": {"expires": 30},
+    },
+    "alarm-deliveries-prune": {
+        "task": "flagdash.deployments.tasks.alarm_deliveries_prune_task",
+        "schedule": 3600,
+    },
 }
+
+# --- Deployment engine ------------------------------------------------------------------------
+# A worker holds a deployment for at most this long while it calls the backend; if it dies,
+# another takes over after the lease expires. Keep it above the slowest backend call.
+DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 60, minimum=1)
+# Status polling adapts to the plan (at each step, slower during bakes) within these bounds.
+DEPLOYMENT_POLL_MIN_SECONDS = env_int("DEPLOYMENT_POLL_MIN_SECONDS", 1, minimum=0)
+DEPLOYMENT_POLL_MAX_SECONDS = env_int("DEPLOYMENT_POLL_MAX_SECONDS", 30, minimum=1)
+# Transient backend errors in a row before a deployment fails; backoff doubles up to the max.
+DEPLOYMENT_MAX_ATTEMPTS = env_int("DEPLOYMENT_MAX_ATTEMPTS", 8, minimum=1)
+DEPLOYMENT_RETRY_MAX_SECONDS = env_int("DEPLOYMENT_RETRY_MAX_SECONDS", 60, minimum=1)
+# The reconciler nudges only deployments this late, so it does not race the normal messages.
+DEPLOYMENT_RECONCILE_GRACE_SECONDS = env_int("DEPLOYMENT_RECONCILE_GRACE_SECONDS", 2, minimum=0)
+# Demos and tests only: how many times faster than real time the built-in backend follows a
+# strategy's schedule (60: a minute of rollout or bake passes in a second). AWS keeps its own.
+DEPLOYMENT_CLOCK_SPEED = env_int("DEPLOYMENT_CLOCK_SPEED", 1, minimum=1)
 
 # --- Auth -------------------------------------------------------------------------------------
 LOGIN_URL = "login"

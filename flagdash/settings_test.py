@@ -36,6 +36,8 @@ if POSTGRES_AVAILABLE:
     }
 CELERY_BROKER_URL = os.environ["REDIS_URL"] if REDIS_AVAILABLE else "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# Tasks enqueued by tests go to a queue of this suite only, never to another suite's workers.
+CELERY_TASK_DEFAULT_QUEUE = "flagdash-test" + os.environ.get("FLAGDASH_TEST_DB_SUFFIX", "")
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

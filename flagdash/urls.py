@@ -5,6 +5,8 @@ urlpatterns = [
     path("", include("flagdash.accounts.urls")),
     path("settings/tokens/", include("flagdash.accounts.token_urls")),
     path("", include("flagdash.flags.urls")),
+    path("", include("flagdash.deployments.urls")),
+    path("hooks/", include("flagdash.deployments.hook_urls")),
     path("audit/", include("flagdash.audit.urls")),
     path("api/v1/", include("flagdash.flags.api_urls")),
 ]

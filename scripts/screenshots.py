@@ -21,6 +21,9 @@ PAGES = {
     "flag-page": "/apps/checkout/flags/allow-bitcoin-at-checkout/",
     "audit-log": "/audit/",
     "versions": "/apps/checkout/versions/beta/5/",
+    "deployments": "/apps/checkout/deployments/",
+    "deployment": "/apps/checkout/deployments/",  # then the rollout in progress
+    "rollbacks": "/apps/checkout/rollbacks/",
 }
 
 
@@ -48,6 +51,13 @@ def main() -> None:
             if name == "audit-log":
                 row = page.locator(".audit-row", has_text="Values edited").first
                 row.locator("details.event summary").click()
+            if name == "deployment":  # the demo's gradual rollout, moving
+                page.locator(".progress-block").first.locator("xpath=..").locator(
+                    "a[href*='/deployments/']"
+                ).first.click()
+                page.wait_for_selector("svg")
+            if name == "rollbacks":
+                page.locator("details summary").first.click()
             page.screenshot(path=str(out / f"{name}.png"), full_page=name != "audit-log")
             print(f"wrote docs/{name}.png")
         browser.close()

@@ -9,6 +9,8 @@ import factory
 from django.contrib.auth import get_user_model
 
 from flagdash.accounts.models import Membership, Role
+from flagdash.deployments import services as deployment_services
+from flagdash.deployments.models import DeploymentStrategy
 from flagdash.flags import services
 from flagdash.flags.models import Application, Environment, Flag
 
@@ -49,3 +51,22 @@ def make_environment(
 def make_flag(application: Application, key: str, **kwargs: Any) -> Flag:
     kwargs.setdefault("name", key.replace("-", " ").capitalize()[:64])
     return services.flag_create(actor=None, application=application, key=key, **kwargs)
+
+
+def make_strategy(
+    name: str,
+    *,
+    duration_minutes: int = 4,
+    growth_type: str = "linear",
+    growth_factor: float = 25,
+    final_bake_minutes: int = 0,
+) -> DeploymentStrategy:
+    found = DeploymentStrategy.objects.filter(name=name).first()
+    return found or deployment_services.strategy_save(
+        actor=None,
+        name=name,
+        duration_minutes=duration_minutes,
+        growth_type=growth_type,
+        growth_factor=growth_factor,
+        final_bake_minutes=final_bake_minutes,
+    )

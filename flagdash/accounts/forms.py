@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
@@ -13,6 +14,7 @@ from flagdash.accounts.models import Role
 from flagdash.audit.models import Action
 from flagdash.audit.services import audit_record_standalone
 from flagdash.core.middleware import client_ip
+from flagdash.deployments.models import GrowthType
 from flagdash.flags.models import KEY_HELP
 
 
@@ -66,8 +68,48 @@ class EnvironmentCreateForm(forms.Form):
 
 
 class EnvironmentEditForm(forms.Form):
+    """``strategies`` are ``(name, label)`` pairs (read once for the whole page)."""
+
     name = forms.CharField(max_length=64)
     protected = forms.BooleanField(required=False)
+    default_strategy = forms.ChoiceField(
+        required=False,  # not sent: unchanged (older clients, scripts)
+        label="Default strategy",
+        help_text="Toggles deploy with it; it is preselected when deploying a version.",
+        error_messages={"invalid_choice": "There is no strategy “%(value)s”."},
+    )
+
+    def __init__(
+        self, *args: Any, strategies: Sequence[tuple[str, str]] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["default_strategy"].choices = list(strategies)  # type: ignore[attr-defined]
+
+
+class StrategyForm(forms.Form):
+    """A deployment strategy of our own. The form parses; ``strategy_save`` checks the ranges."""
+
+    name = forms.CharField(
+        max_length=64,
+        help_text="Unique; “AppConfig.” and “flagdash.” are reserved for the predefined ones.",
+    )
+    description = forms.CharField(max_length=500, required=False)
+    duration_minutes = forms.IntegerField(
+        label="Duration (minutes)",
+        help_text="How long the rollout takes to reach 100 % (0–1440; 0 is all at once).",
+    )
+    growth_type = forms.ChoiceField(
+        choices=GrowthType.choices,
+        help_text="Linear: the same share every step. Exponential: the share doubles each step.",
+    )
+    growth_factor = forms.FloatField(
+        label="Growth factor (%)",
+        help_text="Percent of targets per step (linear) or the first step (exponential), 1–100.",
+    )
+    final_bake_minutes = forms.IntegerField(
+        label="Final bake (minutes)",
+        help_text="How long to watch for alarms at 100 % before it is complete (0–1440).",
+    )
 
 
 class UserCreateForm(forms.Form):

@@ -25,6 +25,19 @@ urlpatterns = [
         views.settings_environment_edit,
         name="settings_environment_edit",
     ),
+    path(
+        app_prefix + "environments/<str:env_key>/alarm-secret/",
+        views.settings_alarm_secret,
+        name="settings_alarm_secret",
+    ),
+    path(
+        "settings/strategies/new/", views.settings_strategy_create, name="settings_strategy_create"
+    ),
+    path(
+        "settings/strategies/<int:pk>/edit/",
+        views.settings_strategy_edit,
+        name="settings_strategy_edit",
+    ),
     path("settings/users/new/", views.settings_user_create, name="settings_user_create"),
     path("settings/users/<int:user_id>/role/", views.settings_user_role, name="settings_user_role"),
 ]

@@ -1,4 +1,5 @@
-"""Login (throttled) and the settings pages (applications, environments, users and roles).
+"""Login (throttled) and the settings pages (applications, environments, alarm webhooks,
+deployment strategies, users and roles).
 
 Every role may read /settings/; only admins get the forms and only admins may post. Each write
 has its own URL: it checks the permission on the server, parses a form, calls one service, then
@@ -23,7 +24,8 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
@@ -34,12 +36,17 @@ from flagdash.accounts.forms import (
     EnvironmentEditForm,
     LoginForm,
     RoleForm,
+    StrategyForm,
     UserCreateForm,
 )
 from flagdash.accounts.models import Role
 from flagdash.accounts.services import user_create, user_set_role
 from flagdash.backends.models import BackendConnection
 from flagdash.core.htmx import is_partial
+from flagdash.deployments import alarms
+from flagdash.deployments import services as deployment_services
+from flagdash.deployments.models import DeploymentStrategy
+from flagdash.flags import selectors as flag_selectors
 from flagdash.flags import services as flag_services
 from flagdash.flags.forms import apply_service_errors
 from flagdash.flags.models import Application, Environment, Flag
@@ -62,6 +69,18 @@ class LoginView(auth_views.LoginView):
 class EnvironmentRow:
     environment: Environment
     form: forms.Form | None
+    webhook_url: str = ""
+
+    @property
+    def has_alarm_secret(self) -> bool:
+        return bool(self.environment.alarm_secret_salt)
+
+
+@dataclass
+class StrategyRow:
+    strategy: DeploymentStrategy
+    schedule: str
+    form: forms.Form | None  # None: read-only (predefined, or you are not an admin)
 
 
 @dataclass
@@ -87,8 +106,10 @@ class SettingsData:
     applications: list[ApplicationRow] = field(default_factory=list)
     users: list[UserRow] = field(default_factory=list)
     backends: list[BackendConnection] = field(default_factory=list)
+    strategies: list[StrategyRow] = field(default_factory=list)
     application_form: forms.Form | None = None
     user_form: forms.Form | None = None
+    strategy_form: forms.Form | None = None
 
 
 def _count(queryset: QuerySet[Any]) -> Coalesce:
@@ -112,7 +133,9 @@ def _applications_for_settings() -> QuerySet[Application]:
     ).prefetch_related(
         Prefetch(
             "environments",
-            queryset=Environment.objects.select_related("backend").order_by("position", "id"),
+            queryset=Environment.objects.select_related("backend", "default_strategy").order_by(
+                "position", "id"
+            ),
         )
     )
 
@@ -128,14 +151,58 @@ def _environment_create_form(
     return EnvironmentCreateForm(data, auto_id=f"id_env_new_{application.pk}_%s")
 
 
+def _strategy_choices(strategies: Iterable[DeploymentStrategy]) -> list[tuple[str, str]]:
+    return [(s.name, flag_selectors.strategy_label(s)) for s in strategies]
+
+
+def _default_strategy_name(environment: Environment) -> str:
+    if environment.default_strategy_id and environment.default_strategy is not None:
+        return environment.default_strategy.name
+    return deployment_services.DEFAULT_STRATEGY
+
+
 def _environment_edit_form(
-    environment: Environment, data: Mapping[str, Any] | None = None
+    environment: Environment,
+    data: Mapping[str, Any] | None = None,
+    *,
+    strategies: Iterable[DeploymentStrategy],
 ) -> EnvironmentEditForm:
     return EnvironmentEditForm(
         data,
-        initial={"name": environment.name, "protected": environment.protected},
+        initial={
+            "name": environment.name,
+            "protected": environment.protected,
+            "default_strategy": _default_strategy_name(environment),
+        },
+        strategies=_strategy_choices(strategies),
         auto_id=f"id_env_{environment.pk}_%s",
     )
+
+
+def _strategy_form(
+    strategy: DeploymentStrategy | None = None, data: Mapping[str, Any] | None = None
+) -> StrategyForm:
+    initial = None
+    if strategy is not None:
+        initial = {
+            "name": strategy.name,
+            "description": strategy.description,
+            "duration_minutes": strategy.duration_minutes,
+            "growth_type": strategy.growth_type,
+            "growth_factor": f"{strategy.growth_factor:g}",
+            "final_bake_minutes": strategy.final_bake_minutes,
+        }
+    prefix = f"id_strategy_{strategy.pk}_%s" if strategy is not None else "id_strategy_new_%s"
+    return StrategyForm(data, initial=initial, auto_id=prefix)
+
+
+def webhook_url(request: HttpRequest, environment: Environment, app_key: str) -> str:
+    """The absolute URL of the environment's alarm webhook."""
+    try:
+        path = reverse("alarm_webhook", args=[app_key, environment.key])
+    except NoReverseMatch:
+        path = f"/hooks/alarms/{app_key}/{environment.key}/"
+    return request.build_absolute_uri(path)
 
 
 def _role_form(user: Any, role: str, data: Mapping[str, Any] | None = None) -> RoleForm:
@@ -155,7 +222,7 @@ def _role_of(user: Any) -> str:
 
 def _settings_data(
     request: HttpRequest,
-    sections: Iterable[str] = ("applications", "environments", "users", "backends"),
+    sections: Iterable[str] = ("applications", "environments", "strategies", "users", "backends"),
     bound: Mapping[str, forms.Form] | None = None,
 ) -> SettingsData:
     """What the page (or the named sections of it) shows; ``bound`` holds a failed form."""
@@ -163,6 +230,9 @@ def _settings_data(
     sections = set(sections)
     admin = permissions.can_admin(request.user)
     data = SettingsData(can_admin=admin)
+    strategies: list[DeploymentStrategy] = []
+    if sections & {"environments", "strategies"}:
+        strategies = flag_selectors.strategies()
     if sections & {"applications", "environments"}:
         for app in _applications_for_settings():
             data.applications.append(
@@ -174,9 +244,13 @@ def _settings_data(
                     environments=[
                         EnvironmentRow(
                             env,
-                            (bound.get(f"env-{env.pk}") or _environment_edit_form(env))
+                            (
+                                bound.get(f"env-{env.pk}")
+                                or _environment_edit_form(env, strategies=strategies)
+                            )
                             if admin
                             else None,
+                            webhook_url(request, env, app.key),
                         )
                         for env in app.environments.all()
                     ],
@@ -200,6 +274,16 @@ def _settings_data(
         data.backends = list(
             BackendConnection.objects.annotate(environment_count=Count("environments"))
         )
+    if "strategies" in sections:
+        for strategy in strategies:
+            form = bound.get(f"strategy-{strategy.pk}")
+            if form is None and admin and not strategy.predefined:
+                form = _strategy_form(strategy)
+            data.strategies.append(
+                StrategyRow(strategy, flag_selectors.strategy_schedule(strategy), form)
+            )
+        if admin:
+            data.strategy_form = bound.get("strategy") or _strategy_form()
     return data
 
 
@@ -312,32 +396,126 @@ def settings_environment_edit(request: HttpRequest, app_key: str, env_key: str) 
     """Rename an environment or change its protection; removing protection asks first."""
     app = get_object_or_404(Application, key=app_key)
     env = get_object_or_404(
-        Environment.objects.select_related("backend"), application=app, key=env_key
+        Environment.objects.select_related("backend", "default_strategy"),
+        application=app,
+        key=env_key,
     )
-    form = _environment_edit_form(env, request.POST)
+    strategies = flag_selectors.strategies()
+    form = _environment_edit_form(env, request.POST, strategies=strategies)
     if form.is_valid():
         name, protected = form.cleaned_data["name"], form.cleaned_data["protected"]
+        strategy_name = form.cleaned_data["default_strategy"]
+        strategy: Any = flag_services.UNSET
+        if strategy_name:
+            strategy = next(s for s in strategies if s.name == strategy_name)
         if env.protected and not protected and request.POST.get("confirm") != "yes":
-            context = {"application": app, "environment": env, "name": name}
+            context = {
+                "application": app,
+                "environment": env,
+                "name": name,
+                "default_strategy": strategy_name,
+            }
             if is_partial(request):
                 response = render(request, "accounts/environment_confirm.html#dialog", context)
                 return reswap(retarget(response, "#modal"), "innerHTML")
             return render(request, "accounts/environment_confirm.html", context)
-        before = (env.name, env.protected)
+        before = (env.name, env.protected, _default_strategy_name(env))
         try:
             env = flag_services.environment_update(
-                actor=request.user, environment=env, name=name, protected=protected
+                actor=request.user,
+                environment=env,
+                name=name,
+                protected=protected,
+                default_strategy=strategy,
             )
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
-            if before == (env.name, env.protected):
+            if before == (env.name, env.protected, _default_strategy_name(env)):
                 text = f"Nothing to change in {env.name}."
             else:
                 state = "protected" if env.protected else "not protected"
-                text = f"Saved {app.name} / {env.name} ({state})."
+                text = (
+                    f"Saved {app.name} / {env.name} ({state}, deploys with "
+                    f"{_default_strategy_name(env)})."
+                )
             return _saved(request, text, ["environments"])
     return _refused(request, ["environments"], {f"env-{env.pk}": form})
+
+
+@admin_write
+def settings_alarm_secret(request: HttpRequest, app_key: str, env_key: str) -> HttpResponse:
+    """Issue the alarm webhook's secret, or rotate it (after a confirmation: the old one stops
+    working at once). The new secret is in this response only: it is never stored, put in the
+    session or in a message, and no later page shows it."""
+    app = get_object_or_404(Application, key=app_key)
+    env = get_object_or_404(Environment, application=app, key=env_key)
+    context: dict[str, Any] = {
+        "application": app,
+        "environment": env,
+        "webhook_url": webhook_url(request, env, app.key),
+    }
+    if env.alarm_secret_salt and request.POST.get("confirm") != "yes":
+        template = "accounts/alarm_secret_confirm.html"
+        if is_partial(request):
+            response = render(request, f"{template}#dialog", context)
+            return reswap(retarget(response, "#modal"), "innerHTML")
+        return render(request, template, context)
+    rotated = bool(env.alarm_secret_salt)
+    context["secret"] = alarms.alarm_secret_rotate(actor=request.user, environment=env)
+    context["rotated"] = rotated
+    env.refresh_from_db(fields=["alarm_secret_rotated_at"])
+    if is_partial(request):
+        response = render(request, "accounts/alarm_secret.html#dialog", context)
+        response = reswap(retarget(response, "#modal"), "innerHTML")
+        response.write(
+            render_to_string(
+                "accounts/settings.html#environments",
+                {"data": _settings_data(request, ["environments"]), "oob": True},
+                request=request,
+            )
+        )
+    else:
+        response = render(request, "accounts/alarm_secret.html", context)
+    add_never_cache_headers(response)
+    return response
+
+
+@admin_write
+def settings_strategy_create(request: HttpRequest) -> HttpResponse:
+    form = _strategy_form(None, request.POST)
+    if form.is_valid():
+        try:
+            strategy = deployment_services.strategy_save(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            text = f"Added strategy {strategy.name}: {flag_selectors.strategy_schedule(strategy)}."
+            return _saved(request, text, ["strategies", "environments"])
+    return _refused(request, ["strategies"], {"strategy": form})
+
+
+@admin_write
+def settings_strategy_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change one of our strategies (AWS's predefined ones are read-only: the service refuses).
+
+    Deployments keep the schedule they started with (``Deployment.plan``)."""
+    strategy = get_object_or_404(DeploymentStrategy, pk=pk)
+    form = _strategy_form(strategy, request.POST)
+    if strategy.predefined:
+        form.is_valid()
+        form.add_error(None, f"{strategy.name} is one of AWS's predefined strategies: read-only.")
+    elif form.is_valid():
+        try:
+            strategy = deployment_services.strategy_save(
+                actor=request.user, strategy=strategy, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            text = f"Saved strategy {strategy.name}: {flag_selectors.strategy_schedule(strategy)}."
+            return _saved(request, text, ["strategies", "environments"])
+    return _refused(request, ["strategies"], {f"strategy-{strategy.pk}": form})
 
 
 ROLE_LABELS = {"": "no access", **{value: label.lower() for value, label in Role.choices}}

@@ -26,3 +26,48 @@ class BackendConnection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+
+class LocalServedState(models.Model):
+    """What the built-in backend serves for one environment (read by OFREP evaluation).
+
+    ``stable_version`` is served to everyone; during a gradual rollout ``candidate_version`` is
+    served to the targeting keys whose sticky hash falls under ``candidate_percentage``.
+    """
+
+    environment = models.OneToOneField(
+        "flags.Environment", on_delete=models.CASCADE, related_name="local_state"
+    )
+    stable_version = models.ForeignKey(
+        "flags.ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    candidate_version = models.ForeignKey(
+        "flags.ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    candidate_percentage = models.FloatField(default=0)
+    deployment_id = models.BigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return (
+            f"env {self.environment_id}: v{self.stable_version_id} + {self.candidate_percentage}%"
+        )
+
+
+class LocalRollout(models.Model):
+    """One rollout the built-in backend started: at most one per deployment (idempotent start)."""
+
+    deployment_id = models.BigIntegerField(unique=True)
+    environment = models.ForeignKey(
+        "flags.Environment", on_delete=models.CASCADE, related_name="local_rollouts"
+    )
+    version = models.ForeignKey("flags.ConfigVersion", on_delete=models.PROTECT, related_name="+")
+    previous_version = models.ForeignKey(
+        "flags.ConfigVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    started_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"local rollout of deployment {self.deployment_id}"

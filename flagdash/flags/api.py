@@ -21,6 +21,8 @@ from django.urls import reverse
 from flagdash.accounts import permissions
 from flagdash.core.diff import Change
 from flagdash.core.parsing import positive_int
+from flagdash.deployments import services as deployment_services
+from flagdash.deployments.models import Deployment, DeploymentStrategy
 from flagdash.flags import documents, selectors, services
 from flagdash.flags.api_base import ApiError, FieldErrors, json_response, not_found, payload
 from flagdash.flags.models import (
@@ -197,6 +199,75 @@ def version_data(version: ConfigVersion, *, document: bool = False) -> dict[str,
     if document:
         data["document"] = documents.load(version.document)
     return data
+
+
+def deployment_summary(d: Deployment) -> dict[str, Any]:
+    return {"id": d.pk, "state": d.state, "strategy": d.strategy.name}
+
+
+def deployment_data(d: Deployment, *, events: bool = True) -> dict[str, Any]:
+    """A deployment: where it stands, what it deploys over what, how, and (optionally) its log."""
+    env = d.environment
+    data: dict[str, Any] = {
+        "id": d.pk,
+        "application": env.application.key,
+        "environment": env.key,
+        "kind": d.kind,
+        "state": d.state,
+        "percentage": d.percentage,
+        "version": d.version.number,
+        "previous_version": d.previous_version.number if d.previous_version else None,
+        "strategy": d.strategy.name,
+        "plan": dict(d.plan),
+        "message": d.message,
+        "created_by": d.created_by_name or None,
+        "created_at": d.created_at,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+        "waiting_reason": d.waiting_reason or None,
+        "error": d.error or None,
+        "rollback": {
+            "requested_at": d.rollback_requested_at,
+            "reason": d.rollback_reason,
+            "trigger": d.rollback_trigger,
+            "by": d.rollback_by_name or None,
+            "alarm": d.alarm_name or None,
+        }
+        if d.rollback_requested_at or d.rollback_trigger
+        else None,
+        "restores": d.restores_id,
+    }
+    if events:
+        data["events"] = [
+            {
+                "at": e.occurred_at,
+                "type": e.type,
+                "percentage": e.percentage,
+                "message": e.message,
+                "triggered_by": e.triggered_by or None,
+            }
+            for e in d.events.order_by("occurred_at", "id")
+        ]
+    return data
+
+
+def _deployment(pk: int) -> Deployment:
+    d = (
+        Deployment.objects.select_related(
+            "environment__application", "version", "previous_version", "strategy"
+        )
+        .defer(
+            "version__document",
+            "version__flag_digests",
+            "previous_version__document",
+            "previous_version__flag_digests",
+        )
+        .filter(pk=pk)
+        .first()
+    )
+    if d is None:
+        raise not_found(f"No deployment #{pk}.")
+    return d
 
 
 def change_data(change: Change) -> dict[str, Any]:
@@ -639,6 +710,7 @@ def setting_toggle(request: HttpRequest, app_key: str, flag_key: str, env_key: s
         {
             "setting": setting_data(_setting(flag, environment)),
             "version": version_data(result.version),
+            "deployment": deployment_summary(result.deployment) if result.deployment else None,
         }
     )
 
@@ -707,6 +779,54 @@ def version_diff(request: HttpRequest, app_key: str, env_key: str, number: int) 
             ],
         }
     )
+
+
+# --- deployments -----------------------------------------------------------------------------
+
+
+def version_deploy(request: HttpRequest, app_key: str, env_key: str, number: int) -> HttpResponse:
+    """Deploy a saved version with a strategy (default: the environment's); 202, queued."""
+    app = _app(app_key)
+    environment = _env(app, env_key)
+    version = _version(environment, number)
+    permissions.require_edit_environment(request.user, environment)
+    body = payload(request, allowed=("strategy", "message"))
+    strategy_name = body.string("strategy", nullable=True)
+    message = body.string("message", default="")
+    body.check()
+    strategy = None
+    if strategy_name is not None:
+        strategy = DeploymentStrategy.objects.filter(name=strategy_name).first()
+        if strategy is None:
+            raise ValidationError(
+                {
+                    "strategy": ValidationError(
+                        f"There is no strategy “{strategy_name}”.", code="unknown_strategy"
+                    )
+                }
+            )
+    if len(message) > 500:
+        raise ValidationError(
+            {"message": ValidationError("At most 500 characters.", code="too_long")}
+        )
+    if "\x00" in message:
+        raise ValidationError(
+            {"message": ValidationError("Contains a NUL character.", code="invalid")}
+        )
+    d = deployment_services.deployment_create(
+        actor=request.user,
+        environment=environment,
+        version=version,
+        strategy=strategy,
+        message=message,
+    )
+    response = json_response(deployment_data(_deployment(d.pk)), status=202)
+    response["Location"] = reverse("api_deployment", args=[d.pk])
+    return response
+
+
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return json_response(deployment_data(_deployment(pk)))
 
 
 def unknown_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:

@@ -34,6 +34,8 @@ urlpatterns = [
     ),
     path(version, resource(GET=api.version_detail), name="api_version"),
     path(version + "diff/", resource(GET=api.version_diff), name="api_version_diff"),
+    path(version + "deploy/", resource(POST=api.version_deploy), name="api_version_deploy"),
+    path("deployments/<int:pk>/", resource(GET=api.deployment_detail), name="api_deployment"),
     re_path(
         r"^(?P<rest>.*)$",
         resource(**dict.fromkeys(("GET", "POST", "PUT", "PATCH", "DELETE"), api.unknown_endpoint)),

@@ -18,6 +18,9 @@ from django.utils import timezone
 
 from flagdash.accounts import services as account_services
 from flagdash.accounts.models import Role
+from flagdash.deployments import engine
+from flagdash.deployments import services as deployment_services
+from flagdash.deployments.models import Deployment, DeploymentEvent, DeploymentStrategy
 from flagdash.env import secret_from_file
 from flagdash.flags import services
 from flagdash.flags.models import Application, Environment, FlagKind, FlagSetting, ValueType
@@ -353,20 +356,104 @@ def _seed_application(
                 variants=list(setting.variants) or None,
                 default_variant=setting.default_variant,
             )
+    start = timezone.now() - dt.timedelta(days=3)
     for env in envs:
-        services.config_version_create(
+        version = services.config_version_create(
             actor=admin, environment=env, message="Initial configuration"
         )
+        first = deployment_services.deployment_create(
+            actor=admin,
+            environment=env,
+            version=version,
+            strategy=deployment_services.strategy_by_name("AppConfig.AllAtOnce"),
+        )
+        _replay(first, start)
     return app
+
+
+def _demo_strategy() -> DeploymentStrategy:
+    """A rollout that visibly moves during a demo: 10 % more every minute, 2-minute bake."""
+    found = DeploymentStrategy.objects.filter(name="Demo: 10 % per minute").first()
+    return found or deployment_services.strategy_save(
+        actor=None,
+        name="Demo: 10 % per minute",
+        description="Ten steps of 10 %, one a minute, then a 2-minute bake.",
+        duration_minutes=10,
+        growth_type="linear",
+        growth_factor=10,
+        final_bake_minutes=2,
+    )
+
+
+def _replay(
+    deployment: Deployment | None, start: dt.datetime, *, until: dt.datetime | None = None
+) -> dt.datetime:
+    """Run a deployment through the engine on a past clock, as the worker did back then.
+
+    Returns the simulated time it stopped at (terminal, or ``until``).
+    """
+    if deployment is None:
+        return start
+    Deployment.objects.filter(pk=deployment.pk).update(created_at=start, next_step_at=start)
+    DeploymentEvent.objects.filter(deployment=deployment).update(occurred_at=start)
+    now = start
+    for _ in range(500):
+        engine.deployment_advance(deployment.pk, now=now)
+        deployment.refresh_from_db()
+        if deployment.is_terminal or deployment.next_step_at is None:
+            break
+        if until is not None and deployment.next_step_at > until:
+            return until
+        now = max(now, deployment.next_step_at)
+    return now
 
 
 def _demo_history(users: dict[str, Any]) -> None:
     """A few everyday changes so the audit log and versions have something to show."""
     checkout = Application.objects.get(key="checkout")
     beta = Environment.objects.get(application=checkout, key="beta")
+    production = Environment.objects.get(application=checkout, key="production")
+    demo = _demo_strategy()
+    admin = users["admin"]
+    for env, strategy in ((beta, "AppConfig.Linear50PercentEvery30Seconds"), (production, None)):
+        services.environment_update(
+            actor=admin,
+            environment=env,
+            name=env.name,
+            protected=env.protected,
+            default_strategy=deployment_services.strategy_by_name(strategy) if strategy else demo,
+        )
+    now = timezone.now()
     fraud = checkout.flags.get(key="fraud-check-v2")
-    services.flag_set_enabled(actor=users["editor"], flag=fraud, environment=beta, enabled=False)
-    services.flag_set_enabled(actor=users["editor"], flag=fraud, environment=beta, enabled=True)
+    off = services.flag_set_enabled(
+        actor=users["editor"], flag=fraud, environment=beta, enabled=False
+    )
+    _replay(off.deployment, now - dt.timedelta(days=2))
+    on = services.flag_set_enabled(
+        actor=users["editor"], flag=fraud, environment=beta, enabled=True
+    )
+    _replay(on.deployment, now - dt.timedelta(days=2, hours=-1))
+
+    # A rollout in production that an alarm rolled back half-way.
+    bad = services.flag_set_enabled(actor=admin, flag=fraud, environment=production, enabled=True)
+    started = now - dt.timedelta(hours=20)
+    stopped = _replay(bad.deployment, started, until=started + dt.timedelta(minutes=3, seconds=5))
+    assert bad.deployment is not None  # noqa: S101  (flag_set_enabled deploys by default)
+    deployment_services.deployment_rollback(
+        actor=None,
+        deployment=bad.deployment,
+        reason="checkout_5xx_rate above 2 % for 2 minutes",
+        trigger="alarm",
+        alarm_name="CheckoutHighErrorRate",
+    )
+    Deployment.objects.filter(pk=bad.deployment.pk).update(
+        rollback_requested_at=stopped, next_step_at=stopped
+    )
+    DeploymentEvent.objects.filter(deployment=bad.deployment, type="rollback_requested").update(
+        occurred_at=stopped
+    )
+    _replay_from(bad.deployment, stopped)
+
     bitcoin = checkout.flags.get(key="allow-bitcoin-at-checkout")
     setting = FlagSetting.objects.get(flag=bitcoin, environment=beta)
     services.flag_setting_update(
@@ -377,9 +464,24 @@ def _demo_history(users: dict[str, Any]) -> None:
         enabled=False,
         attribute_values={**setting.attribute_values, "bitcoin-discount-percentage": 10},
     )
-    services.config_version_create(
+    raised = services.config_version_create(
         actor=users["editor"], environment=beta, message="Raise the BTC discount to 10 % in beta"
     )
+    _replay(
+        deployment_services.deployment_create(
+            actor=users["editor"], environment=beta, version=raised
+        ),
+        now - dt.timedelta(hours=2),
+    )
+
+
+def _replay_from(deployment: Deployment, now: dt.datetime) -> None:
+    for _ in range(100):
+        engine.deployment_advance(deployment.pk, now=now)
+        deployment.refresh_from_db()
+        if deployment.is_terminal or deployment.next_step_at is None:
+            return
+        now = max(now, deployment.next_step_at)
 
 
 @dataclass(frozen=True)
@@ -400,8 +502,18 @@ def seed_demo(*, reset_passwords: bool = False) -> SeedResult:
         ("storefront", "Storefront", STOREFRONT),
     ):
         if not Application.objects.filter(key=key).exists():
-            _seed_application(key, name, flags, users)
+            with engine.without_nudges():
+                _seed_application(key, name, flags, users)
             created.append(key)
     if "checkout" in created:
-        _demo_history(users)
+        with engine.without_nudges():
+            _demo_history(users)
+        # A gradual rollout left for the worker to move now (10 % a minute).
+        checkout = Application.objects.get(key="checkout")
+        services.flag_set_enabled(
+            actor=users["admin"],
+            flag=checkout.flags.get(key="promo-banner"),
+            environment=Environment.objects.get(application=checkout, key="production"),
+            enabled=True,
+        )
     return SeedResult(created, password, source, kept)

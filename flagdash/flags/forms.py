@@ -142,6 +142,47 @@ class VersionForm(forms.Form):
     )
 
 
+class DeployForm(forms.Form):
+    """Deploy a saved version: a strategy, a message, and the live version the user reviewed.
+
+    ``strategies`` are ``(name, label)`` pairs; the view resolves the chosen name. ``live`` is
+    the number of the version the page compared against (0: nothing deployed): if another
+    deployment changed it meanwhile, the diff the user confirmed is stale and nothing happens.
+    """
+
+    strategy = forms.ChoiceField(
+        label="Deployment strategy",
+        help_text="How fast targets get the new version, and how long flagdash watches for "
+        "alarms at 100 % before the deployment is complete.",
+        error_messages={
+            "invalid_choice": "There is no strategy “%(value)s” (any more): choose one of the list."
+        },
+    )
+    message = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text="Shown on the deployment and in the audit log (default: the version's message).",
+    )
+    live = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, strategies: Sequence[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["strategy"].choices = list(strategies)  # type: ignore[attr-defined]
+
+
+REASON_REQUIRED = "Say why you roll back: it goes in the audit log."
+
+
+class VersionRollbackForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason",
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Recorded on the deployment, on the rollbacks page and in the audit log.",
+        error_messages={"required": REASON_REQUIRED},
+    )
+
+
 def _parse_number(raw: str) -> int | float:
     text = raw.strip()
     try:

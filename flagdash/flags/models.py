@@ -59,6 +59,26 @@ class Environment(models.Model):
     backend = models.ForeignKey(
         "backends.BackendConnection", on_delete=models.PROTECT, related_name="environments"
     )
+    default_strategy = models.ForeignKey(
+        "deployments.DeploymentStrategy",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Used by toggles and preselected when deploying.",
+    )
+    live_version = models.ForeignKey(
+        "flags.ConfigVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The version the environment serves to everyone (set by the deployment engine).",
+    )
+    # The alarm webhook's secret is derived from SECRET_KEY and this salt; only the salt is
+    # stored. Rotating the secret means a new salt.
+    alarm_secret_salt = models.CharField(max_length=64, blank=True)
+    alarm_secret_rotated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -15,6 +15,15 @@ from django.utils import timezone
 
 from flagdash.accounts.permissions import can_edit_environment
 from flagdash.audit.models import AuditEvent
+from flagdash.deployments.charts import format_percentage, format_seconds
+from flagdash.deployments.models import (
+    ACTIVE_STATES,
+    OPEN_STATES,
+    Deployment,
+    DeploymentState,
+    DeploymentStrategy,
+    GrowthType,
+)
 from flagdash.flags.models import (
     Application,
     ConfigVersion,
@@ -123,11 +132,146 @@ def flag_queryset(application: Application, filters: FlagFilters) -> QuerySet[Fl
     return qs.order_by(*SORTS[filters.sort])
 
 
+# --- rollouts beside the switches ------------------------------------------------------------
+
+
+ROLLOUT_LABELS = {
+    DeploymentState.QUEUED: "queued",
+    DeploymentState.BAKING: "baking",
+    DeploymentState.ROLLING_BACK: "rolling back",
+}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """An open deployment that changes one flag, as the switch beside it shows it."""
+
+    deployment: Deployment
+
+    @property
+    def state(self) -> str:
+        return self.deployment.state
+
+    @property
+    def label(self) -> str:
+        d = self.deployment
+        if d.state == DeploymentState.DEPLOYING:
+            return f"rolling out {format_percentage(d.percentage)}"
+        return ROLLOUT_LABELS.get(DeploymentState(d.state), d.get_state_display().lower())
+
+    @property
+    def title(self) -> str:
+        d = self.deployment
+        return f"Deployment #{d.pk} of v{d.version.number} ({d.strategy.name})"
+
+
+_ROLLOUT_FIELDS = (
+    *("id", "environment_id", "version_id", "previous_version_id", "strategy_id", "state"),
+    *("percentage", "kind", "priority", "created_at"),
+    *("version__id", "version__number", "version__flag_digests"),
+    *("previous_version__id", "previous_version__flag_digests"),
+    *("strategy__id", "strategy__name"),
+    *("environment__id", "environment__live_version_id"),
+    *("environment__live_version__id", "environment__live_version__flag_digests"),
+)
+
+
+def open_deployments(environments: Sequence[Environment]) -> dict[int, list[Deployment]]:
+    """The open deployments of these environments, by environment, the running one first.
+
+    One query however many environments and flags: each deployment comes with the per-flag
+    digests of its version and of what it replaces (to tell which flags it changes).
+    """
+    by_env: dict[int, list[Deployment]] = {env.pk: [] for env in environments}
+    if not by_env:
+        return by_env
+    rows = (
+        Deployment.objects.filter(environment_id__in=list(by_env), state__in=OPEN_STATES)
+        .select_related("version", "previous_version", "strategy", "environment__live_version")
+        .only(*_ROLLOUT_FIELDS)
+    )
+    for d in sorted(
+        rows, key=lambda d: (d.state not in ACTIVE_STATES, -d.priority, d.created_at, d.pk)
+    ):
+        by_env[d.environment_id].append(d)
+    return by_env
+
+
+def _changes_flag(d: Deployment, flag_key: str) -> bool:
+    """Whether deploying ``d`` changes this flag (against what it replaces, or what is live)."""
+    base = d.previous_version if d.previous_version_id else d.environment.live_version
+    old = base.flag_digests.get(flag_key) if base is not None else None
+    return bool(d.version.flag_digests.get(flag_key) != old)
+
+
+def rollout_of(flag: Flag, deployments: Sequence[Deployment]) -> Rollout | None:
+    """The first open deployment (running, then the queue) that changes this flag."""
+    for d in deployments:
+        if _changes_flag(d, flag.key):
+            return Rollout(d)
+    return None
+
+
+def rollout_for(flag: Flag, environment: Environment) -> Rollout | None:
+    """One switch's rollout (1 query)."""
+    return rollout_of(flag, open_deployments([environment])[environment.pk])
+
+
+def blocking_deployment(d: Deployment) -> Deployment | None:
+    """What a queued deployment waits for: the running one, else the one ahead in the queue."""
+    others = [o for o in open_deployments([d.environment])[d.environment_id] if o.pk != d.pk]
+    if others and others[0].state in ACTIVE_STATES:
+        return others[0]
+    mine = (-d.priority, d.created_at, d.pk)
+    ahead = [o for o in others if (-o.priority, o.created_at, o.pk) < mine]
+    return ahead[0] if ahead else None
+
+
+def flag_ref(application: Application, flag_key: str) -> Flag:
+    """A flag by key, without its tags and owner (for fragments that poll)."""
+    return get_object_or_404(
+        Flag.objects.only("id", "key", "application_id", "archived_at"),
+        application=application,
+        key=flag_key,
+    )
+
+
+def strategy_schedule(strategy: DeploymentStrategy) -> str:
+    """A strategy's schedule in words: "50 % every 30 s, 1 min bake"."""
+    plan = strategy.plan()
+    steps = plan.percentages()
+    if len(steps) == 1:
+        rollout = "all at once"
+    elif strategy.growth_type == GrowthType.EXPONENTIAL:
+        rollout = (
+            f"{format_percentage(steps[0])} doubling every {format_seconds(plan.step_interval())}"
+        )
+    else:
+        rollout = f"{format_percentage(steps[0])} every {format_seconds(plan.step_interval())}"
+    bake = (
+        f"{format_seconds(plan.final_bake_seconds)} bake" if plan.final_bake_seconds else "no bake"
+    )
+    return f"{rollout}, {bake}"
+
+
+def strategy_label(strategy: DeploymentStrategy) -> str:
+    return f"{strategy.name} — {strategy_schedule(strategy)}"
+
+
+def strategies() -> list[DeploymentStrategy]:
+    """Every strategy, AWS's predefined ones first (the model's ordering)."""
+    return list(DeploymentStrategy.objects.all())
+
+
+# --- the flag list ---------------------------------------------------------------------------
+
+
 @dataclass
 class Cell:
     environment: Environment
     setting: FlagSetting | None
     can_edit: bool
+    rollout: Rollout | None = None
 
 
 @dataclass
@@ -143,15 +287,25 @@ class FlagRow:
 def flag_rows(
     flags: Sequence[Flag] | Page[Flag], environments: Sequence[Environment], user: Any
 ) -> list[FlagRow]:
-    """Pair each flag with its setting in every environment (settings must be prefetched)."""
+    """Pair each flag with its setting in every environment (settings must be prefetched), and
+    with the open deployment that changes it there, if any (1 query for all rows)."""
     editable = {env.pk: can_edit_environment(user, env) for env in environments}
+    deployments = open_deployments(environments)
     rows = []
     for flag in flags:
         by_env = {s.environment_id: s for s in flag.settings.all()}
         rows.append(
             FlagRow(
                 flag=flag,
-                cells=[Cell(env, by_env.get(env.pk), editable[env.pk]) for env in environments],
+                cells=[
+                    Cell(
+                        env,
+                        by_env.get(env.pk),
+                        editable[env.pk],
+                        rollout_of(flag, deployments[env.pk]),
+                    )
+                    for env in environments
+                ],
             )
         )
     return rows

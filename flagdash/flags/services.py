@@ -25,6 +25,8 @@ from flagdash.backends.models import BackendConnection, BackendKind
 from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.core.diff import Change, diff
 from flagdash.core.errors import field_error
+from flagdash.deployments import services as deployment_services
+from flagdash.deployments.models import Deployment
 from flagdash.flags import documents, validation
 from flagdash.flags.models import (
     Application,
@@ -249,6 +251,7 @@ def _environment_snapshot(env: Environment) -> dict[str, Any]:
         "protected": env.protected,
         "position": env.position,
         "backend": env.backend.name,
+        "default_strategy": env.default_strategy.name if env.default_strategy else None,
     }
 
 
@@ -281,6 +284,9 @@ def environment_create(
                 protected=protected,
                 position=position,
                 backend=backend or builtin_backend(),
+                default_strategy=deployment_services.strategy_by_name(
+                    deployment_services.DEFAULT_STRATEGY
+                ),
             )
     except IntegrityError as exc:
         raise field_error(
@@ -325,14 +331,27 @@ def _initial_variants(flag: Flag) -> dict[str, Any]:
 
 @transaction.atomic(durable=True)
 def environment_update(
-    *, actor: Any, environment: Environment, name: str, protected: bool
+    *,
+    actor: Any,
+    environment: Environment,
+    name: str,
+    protected: bool,
+    default_strategy: Any = UNSET,
 ) -> Environment:
     _check(actor, permissions.require_admin)
-    env = Environment.objects.select_for_update().select_related("backend").get(pk=environment.pk)
+    env = (
+        Environment.objects.select_for_update(of=("self",))
+        .select_related("backend", "default_strategy", "application")
+        .get(pk=environment.pk)
+    )
     before = _environment_snapshot(env)
     env.name = _clean_name(name)
     env.protected = bool(protected)
-    env.save(update_fields=["name", "protected"])
+    if default_strategy is not UNSET:
+        if default_strategy is None:
+            raise field_error("default_strategy", "Choose a default strategy.", "required")
+        env.default_strategy = default_strategy
+    env.save(update_fields=["name", "protected", "default_strategy"])
     after = _environment_snapshot(env)
     if before != after:
         audit_record(
@@ -762,6 +781,7 @@ def _audit_setting(
 class ToggleResult:
     setting: FlagSetting
     version: ConfigVersion
+    deployment: Deployment | None = None
 
 
 @transaction.atomic(durable=True)
@@ -772,10 +792,12 @@ def flag_set_enabled(
     environment: Environment,
     enabled: bool,
     expected_revision: int | None = None,
+    deploy: bool = True,
 ) -> ToggleResult:
-    """Turn a flag on or off in one environment and save that as a new version.
+    """Turn a flag on or off in one environment, save that as a new version and deploy it.
 
     The version changes only this flag's ``enabled`` (other flags' unsaved edits stay unsaved).
+    It is deployed with the environment's default strategy (queued behind a running deployment).
     """
     _check(actor, permissions.require_edit_environment, environment)
     environment = _lock_environment(environment)
@@ -812,7 +834,12 @@ def flag_set_enabled(
         f"{'Enable' if enabled else 'Disable'} {flag.key}",
         latest,
     )
-    return ToggleResult(setting=setting, version=version)
+    deployment = None
+    if deploy:
+        deployment = deployment_services.enqueue(
+            actor=actor, environment=environment, version=version, message=version.message
+        )
+    return ToggleResult(setting=setting, version=version, deployment=deployment)
 
 
 @transaction.atomic(durable=True)
@@ -888,7 +915,9 @@ def latest_version(environment: Environment) -> ConfigVersion | None:
 def _lock_environment(environment: Environment) -> Environment:
     """Serialise version numbering per environment (lock order: environment, then settings)."""
     return (
-        Environment.objects.select_for_update().select_related("application").get(pk=environment.pk)
+        Environment.objects.select_for_update(of=("self",))
+        .select_related("application", "backend")
+        .get(pk=environment.pk)
     )
 
 

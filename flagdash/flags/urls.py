@@ -33,7 +33,20 @@ urlpatterns = [
         views.version_detail,
         name="version_detail",
     ),
+    path(
+        app_prefix + "versions/<str:env_key>/<int:number>/deploy/",
+        views.version_deploy,
+        name="version_deploy",
+    ),
+    path(
+        app_prefix + "versions/<str:env_key>/<int:number>/rollback/",
+        views.version_rollback,
+        name="version_rollback",
+    ),
+    path(
+        app_prefix + "deployments/env/<str:env_key>/status/",
+        views.environment_rollout_status,
+        name="environment_rollout_status",
+    ),
     path(app_prefix + "short-term/", views.short_term, name="short_term"),
-    path(app_prefix + "deployments/", views.deployments, name="deployments"),
-    path(app_prefix + "rollbacks/", views.rollbacks, name="rollbacks"),
 ]

@@ -18,21 +18,32 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from flagdash.accounts import permissions
 from flagdash.core.htmx import is_partial
 from flagdash.core.parsing import positive_int
+from flagdash.deployments import services as deployment_services
+from flagdash.deployments.models import Deployment, DeploymentState
 from flagdash.flags import documents, selectors, services
 from flagdash.flags.forms import (
     AttributeForm,
+    DeployForm,
     FlagCreateForm,
     FlagDefinitionForm,
     SettingForm,
     VersionForm,
+    VersionRollbackForm,
     apply_service_errors,
 )
-from flagdash.flags.models import Application, Environment, Flag, FlagAttribute, FlagSetting
+from flagdash.flags.models import (
+    Application,
+    ConfigVersion,
+    Environment,
+    Flag,
+    FlagAttribute,
+    FlagSetting,
+)
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
@@ -60,6 +71,18 @@ def _toast(request: HttpRequest, text: str, level: str = "info") -> str:
 
 def _error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
+
+
+def _deployment_url(d: Deployment) -> str:
+    return reverse("deployment_detail", args=[d.environment.application.key, d.pk])
+
+
+def _deploy_note(d: Deployment) -> str:
+    """What happens to a new deployment: deploying with its strategy, or queued behind another."""
+    ahead = selectors.blocking_deployment(d)
+    if ahead is not None:
+        return f"v{d.version.number} queued behind #{ahead.pk}"
+    return f"deploying v{d.version.number} with {d.strategy.name}"
 
 
 # --- flag list -------------------------------------------------------------------------------
@@ -111,6 +134,7 @@ def _switch_response(
             "setting": setting,
             "can_edit": permissions.can_edit_environment(request.user, environment),
             "next": _safe_next(request, ""),
+            "rollout": selectors.rollout_for(flag, environment),
         },
         request=request,
     )
@@ -193,7 +217,10 @@ def flag_toggle(request: HttpRequest, app_key: str, flag_key: str, env_key: str)
             )
         messages.error(request, _error_text(exc))
         return redirect(back)
-    text = f"{verb} {flag.key} in {environment.name} (version {result.version.number})."
+    if result.deployment is not None:
+        text = f"{verb} {flag.key} in {environment.name}: {_deploy_note(result.deployment)}."
+    else:
+        text = f"{verb} {flag.key} in {environment.name} (version {result.version.number})."
     if partial:
         return _switch_response(request, flag, environment, toast=(text, "success"))
     messages.success(request, text)
@@ -366,12 +393,18 @@ def _flag_page_context(
     attributes = selectors.attributes_of(flag)
     if form is None:
         form = SettingForm(setting=setting, attributes=attributes)
+    deployments = selectors.open_deployments(environments)
     return {
         "application": app,
         "flag": flag,
         "environments": environments,
         "env_cells": [
-            selectors.Cell(env, s, permissions.can_edit_environment(request.user, env))
+            selectors.Cell(
+                env,
+                s,
+                permissions.can_edit_environment(request.user, env),
+                selectors.rollout_of(flag, deployments[env.pk]),
+            )
             for env, s in zip(environments, flag_settings, strict=True)
         ],
         "current_env": current,
@@ -544,6 +577,7 @@ def version_list(request: HttpRequest, app_key: str) -> HttpResponse:
             "page": page,
             "form": VersionForm(),
             "can_edit_env": permissions.can_edit_environment(request.user, current),
+            "live_version_id": current.live_version_id,
         },
     )
 
@@ -565,9 +599,13 @@ def version_create(request: HttpRequest, app_key: str, env_key: str) -> HttpResp
     except ValidationError as exc:
         messages.error(request, _error_text(exc))
         return redirect(url)
-    messages.success(request, f"Saved version {version.number} of {environment.name}.")
+    messages.success(
+        request,
+        f"Saved version {version.number} of {environment.name}. Review what changes against "
+        "the live version, choose a strategy and deploy it.",
+    )
     return redirect(
-        "version_detail", app_key=app.key, env_key=environment.key, number=version.number
+        "version_deploy", app_key=app.key, env_key=environment.key, number=version.number
     )
 
 
@@ -587,6 +625,8 @@ def version_detail(request: HttpRequest, app_key: str, env_key: str, number: int
         documents.load(against.document) if against else None, documents.load(version.document)
     )
     numbers = list(selectors.versions_of(environment).values_list("number", flat=True)[:200])
+    live = _live_number(environment)
+    can_edit = permissions.can_edit_environment(request.user, environment)
     return render(
         request,
         "flags/version_detail.html",
@@ -598,6 +638,200 @@ def version_detail(request: HttpRequest, app_key: str, env_key: str, number: int
             "changes": changes,
             "numbers": numbers,
             "document": documents.load(version.document),
+            "live_number": live,
+            "is_live": environment.live_version_id == version.pk,
+            "can_deploy": can_edit and environment.live_version_id != version.pk,
+            "can_roll_back": can_edit and live is not None and version.number < live,
+            "rollback_form": VersionRollbackForm(auto_id="id_rollback_%s"),
+        },
+    )
+
+
+def _live_number(environment: Environment) -> int | None:
+    """The number of the version the environment serves (None: nothing deployed yet)."""
+    if environment.live_version_id is None:
+        return None
+    number: int | None = (
+        ConfigVersion.objects.filter(pk=environment.live_version_id)
+        .values_list("number", flat=True)
+        .first()
+    )
+    return number
+
+
+# --- deploying a version and rolling back to one ---------------------------------------------
+
+
+def _refuse(request: HttpRequest, environment: Environment, action: str) -> HttpResponse:
+    """403: a toast for htmx (nothing swapped), the error page otherwise."""
+    text = (
+        f"{environment.name} is protected: only admins can {action} there."
+        if environment.protected
+        else f"Only editors and admins can {action}."
+    )
+    if is_partial(request):
+        return reswap(HttpResponse(_toast(request, text, "error"), status=403), "none")
+    raise PermissionDenied(text)
+
+
+def _done(request: HttpRequest, url: str) -> HttpResponse:
+    if is_partial(request):
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+def _deploy_field(key: str) -> str | None:
+    """Where a deployment service's error shows: strategy errors at the strategy, else on top."""
+    return "strategy" if key == "strategy" else None
+
+
+@require_http_methods(["GET", "POST"])
+def version_deploy(request: HttpRequest, app_key: str, env_key: str, number: int) -> HttpResponse:
+    """Deploy a version: its diff against what the environment serves, a strategy, Confirm."""
+    app = _app(request, app_key)
+    environment = selectors.environment_by_key(app, env_key)
+    version = selectors.version_by_number(environment, number)
+    if not permissions.can_edit_environment(request.user, environment):
+        return _refuse(request, environment, "deploy")
+    live = environment.live_version
+    live_number = live.number if live is not None else 0
+    strategies = selectors.strategies()
+    by_name = {s.name: s for s in strategies}
+    default = next(
+        (s for s in strategies if s.pk == environment.default_strategy_id),
+        by_name.get(deployment_services.DEFAULT_STRATEGY),
+    )
+    choices = [(s.name, selectors.strategy_label(s)) for s in strategies]
+    initial = {"strategy": default.name if default else "", "live": live_number}
+    form = DeployForm(request.POST or None, initial=initial, strategies=choices)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid() and form.cleaned_data["live"] != live_number:
+            # The diff the user confirmed is not what would change now: show the new one.
+            seen = form.cleaned_data["live"]
+            post = request.POST.copy()
+            post["live"] = str(live_number)
+            form = DeployForm(post, initial=initial, strategies=choices)
+            form.is_valid()
+            form.add_error(
+                "live",
+                f"{environment.name} changed while you were reviewing: it served "
+                f"{f'v{seen}' if seen else 'nothing'} then and serves "
+                f"{f'v{live_number}' if live_number else 'nothing'} now. Nothing was deployed: "
+                "review the changes below and confirm again.",
+            )
+        elif form.is_valid():
+            try:
+                d = deployment_services.deployment_create(
+                    actor=request.user,
+                    environment=environment,
+                    version=version,
+                    strategy=by_name[form.cleaned_data["strategy"]],
+                    message=form.cleaned_data["message"],
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc, _deploy_field)
+            else:
+                messages.success(
+                    request, f"Deployment #{d.pk} to {environment.name}: {_deploy_note(d)}."
+                )
+                return _done(request, _deployment_url(d))
+        status = 422
+    changes = documents.document_diff(
+        documents.load(live.document) if live is not None else None,
+        documents.load(version.document),
+    )
+    return render(
+        request,
+        "flags/version_deploy.html",
+        {
+            "application": app,
+            "environment": environment,
+            "version": version,
+            "live": live,
+            "changes": changes,
+            "form": form,
+            "open_deployments": selectors.open_deployments([environment])[environment.pk],
+            "strategies": strategies,
+        },
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def version_rollback(request: HttpRequest, app_key: str, env_key: str, number: int) -> HttpResponse:
+    """Roll back to version N: a new deployment of it, at once, recorded as a rollback.
+
+    The version page posts the reason here; the answer is a confirmation (a dialog for htmx)
+    that says what will happen, and only its ``confirm=yes`` post rolls back.
+    """
+    app = _app(request, app_key)
+    environment = selectors.environment_by_key(app, env_key)
+    version = selectors.version_by_number(environment, number)
+    if not permissions.can_edit_environment(request.user, environment):
+        return _refuse(request, environment, "roll back")
+    form = VersionRollbackForm(
+        request.POST if request.method == "POST" else None, auto_id="id_confirm_%s"
+    )
+    status = 200
+    if request.method == "POST":
+        if not form.is_valid():
+            status = 422
+        elif request.POST.get("confirm") == "yes":
+            try:
+                d = deployment_services.version_restore(
+                    actor=request.user,
+                    environment=environment,
+                    version=version,
+                    reason=form.cleaned_data["reason"],
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc, lambda k: "reason" if k == "reason" else None)
+                status = 422
+            else:
+                messages.success(
+                    request,
+                    f"Rolling back {environment.name} to v{version.number} (deployment #{d.pk}).",
+                )
+                return _done(request, _deployment_url(d))
+    live = environment.live_version
+    context = {
+        "application": app,
+        "environment": environment,
+        "version": version,
+        "live": live,
+        "running": [
+            d
+            for d in selectors.open_deployments([environment])[environment.pk]
+            if d.state != DeploymentState.QUEUED
+        ],
+        "changes": documents.document_diff(
+            documents.load(live.document) if live is not None else None,
+            documents.load(version.document),
+        ),
+        "form": form,
+        "back": reverse("version_detail", args=[app.key, environment.key, version.number]),
+    }
+    if is_partial(request):
+        response = render(request, "flags/version_rollback.html#dialog", context, status=status)
+        return reswap(retarget(response, "#modal"), "innerHTML")
+    return render(request, "flags/version_rollback.html", context, status=status)
+
+
+@require_GET
+def environment_rollout_status(request: HttpRequest, app_key: str, env_key: str) -> HttpResponse:
+    """The rollout beside one switch (``?flag=<key>``), polling itself while it is open."""
+    app = _app(request, app_key)
+    environment = selectors.environment_by_key(app, env_key)
+    flag = selectors.flag_ref(app, request.GET.get("flag", ""))
+    return render(
+        request,
+        "flags/fragments/rollout_status.html",
+        {
+            "application": app,
+            "environment": environment,
+            "flag": flag,
+            "rollout": selectors.rollout_for(flag, environment),
         },
     )
 
@@ -618,15 +852,3 @@ def short_term(request: HttpRequest, app_key: str) -> HttpResponse:
         "flags/short_term.html",
         {"application": app, "flags": flags, "today": selectors.today()},
     )
-
-
-@require_GET
-def deployments(request: HttpRequest, app_key: str) -> HttpResponse:
-    app = _app(request, app_key)
-    return render(request, "flags/deployments.html", {"application": app})
-
-
-@require_GET
-def rollbacks(request: HttpRequest, app_key: str) -> HttpResponse:
-    app = _app(request, app_key)
-    return render(request, "flags/rollbacks.html", {"application": app})

@@ -218,8 +218,9 @@ def _populate(count: int, start: int = 0) -> None:
 
 
 # session, user, membership (the role), applications with counts, their environments with
-# backends, users with memberships, backend connections, the navigation's applications.
-QUERY_BUDGET = 8
+# backends and default strategies, deployment strategies, users with memberships, backend
+# connections, the navigation's applications.
+QUERY_BUDGET = 8 + 1  # + the deployment strategies (their section and the default selects)
 
 
 @pytest.mark.parametrize("count", [2, 20])

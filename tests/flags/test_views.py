@@ -110,6 +110,11 @@ def test_the_list_is_paginated(viewer_client, app, envs, settings):
     assert "flag-5" in second and "flag-0" not in second
 
 
+# 12, + 1: the recent-rollback banner, + 1: the open deployments of the application's
+# environments (the rollout shown beside each switch).
+FLAG_LIST_QUERIES = 12 + 1 + 1
+
+
 @pytest.mark.parametrize("count", [10, 500])
 def test_the_list_runs_a_fixed_number_of_queries(
     count, viewer_client, app, envs, django_assert_max_num_queries, settings
@@ -118,7 +123,7 @@ def test_the_list_runs_a_fixed_number_of_queries(
     _bulk_flags(app, envs, count)
     url = reverse("flag_list", args=[app.key])
     viewer_client.get(url)  # the first visit remembers the application in the session
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(FLAG_LIST_QUERIES):
         response = viewer_client.get(url)
     assert response.content.decode().count('role="switch"') == count * len(envs)
 
@@ -471,9 +476,12 @@ def test_the_versions_page_shows_unsaved_changes_and_saves_a_version(editor_clie
         reverse("version_create", args=[app, "beta"]), {"message": "pct to 1"}
     )
     version = ConfigVersion.objects.filter(environment=beta).latest("number")
-    assert response["Location"] == reverse("version_detail", args=[app, "beta", version.number])
-    detail = editor_client.get(response["Location"]).content.decode()
-    assert "Changes since version 2" in detail and "attribute_values.pct" in detail
+    # Saving leads on to deploying it: the diff against the live version, then Confirm.
+    assert response["Location"] == reverse("version_deploy", args=[app, "beta", version.number])
+    deploy = editor_client.get(response["Location"]).content.decode()
+    assert "nothing deployed yet" in deploy and prepared.key in deploy
+    detail = editor_client.get(reverse("version_detail", args=[app, "beta", version.number]))
+    assert "Changes since version 2" in detail.content.decode()
 
 
 def test_saving_an_unchanged_version_says_so(editor_client, app, beta, flag):
