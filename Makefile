@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 LOCK_ARGS ?=
 PIP_COMPILE_FLAGS := --allow-unsafe --no-emit-find-links --no-emit-index-url --strip-extras
 
-.PHONY: help run test lint bench lock clean distclean venv deps deps-dev chromium static migrate seed
+.PHONY: help run test lint bench bench-toggle lock clean distclean venv deps deps-dev chromium static migrate seed
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ lint: deps-dev  ## ruff check, ruff format --check, mypy
 
 bench: deps  ## Flag list and audit export benchmarks on PostgreSQL (database flagdash_bench)
 	$(PY) benchmarks/run.py
+
+bench-toggle: deps-dev chromium  ## Click a toggle in Chromium → rollout complete, median of 20 (PostgreSQL + Redis)
+	$(PY) benchmarks/toggle_to_complete.py --runs 20
 
 lock: deps-dev  ## Recompile requirements/*.txt from pyproject.toml (LOCK_ARGS=--upgrade to bump)
 	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_ARGS) --output-file=requirements/base.txt pyproject.toml

@@ -100,7 +100,7 @@ def measure(base: str, runs: int) -> dict[str, list[float]]:
         page.goto(f"{base}/apps/bench/flags/")
         for prefix, done_class in (("im", None), ("aa", "rollout-baking")):
             for n in range(runs):
-                switch = page.get_by_role("switch", name=f"{FLAG} in {prefix}{n}")
+                switch = page.get_by_role("switch", name=f"{FLAG} in {prefix}{n}", exact=True)
                 form = page.locator("form.switch-form").filter(has=switch)
                 start = time.perf_counter()
                 switch.click()

@@ -7,6 +7,8 @@ one active deployment.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -85,6 +87,11 @@ TERMINAL_STATES = (
     DeploymentState.CANCELLED,
 )
 OPEN_STATES = (DeploymentState.QUEUED, *ACTIVE_STATES)
+# Pages that show an open deployment poll for it: never faster than MIN, never slower than MAX,
+# and SLACK after the engine's next step (the time a worker takes to act and record).
+UI_POLL_MIN_MS = 500
+UI_POLL_MAX_MS = 5000
+UI_POLL_SLACK_MS = 300
 
 
 class DeploymentKind(models.TextChoices):
@@ -202,6 +209,20 @@ class Deployment(models.Model):
             DeploymentState.ROLLING_BACK,
             DeploymentState.ROLLED_BACK,
         )
+
+    def ui_poll_ms(self, now: dt.datetime | None = None) -> int:
+        """How soon a page showing this deployment should ask again, in milliseconds.
+
+        Soon (half a second) when the engine is about to act: a queued deployment at the head
+        of its queue, a requested rollback, a step due now. Otherwise a little after the
+        engine's next step, but never more than ``UI_POLL_MAX_MS`` apart, so a long bake
+        costs a request every few seconds and an alarm's rollback still shows promptly.
+        """
+        if self.next_step_at is None:
+            return UI_POLL_MAX_MS
+        now = now or timezone.now()
+        until = (self.next_step_at - now).total_seconds() * 1000 + UI_POLL_SLACK_MS
+        return int(min(UI_POLL_MAX_MS, max(UI_POLL_MIN_MS, until)))
 
     def rollout_plan(self) -> RolloutPlan:
         """The schedule self-driven backends follow (sped up by DEPLOYMENT_CLOCK_SPEED)."""

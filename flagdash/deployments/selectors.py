@@ -15,6 +15,7 @@ from flagdash.accounts.permissions import can_edit_environment
 from flagdash.deployments.models import (
     ACTIVE_STATES,
     OPEN_STATES,
+    UI_POLL_MAX_MS,
     Deployment,
     DeploymentEvent,
     DeploymentKind,
@@ -75,6 +76,12 @@ class EnvironmentPanel:
     @property
     def polling(self) -> bool:
         return self.active is not None or bool(self.queue)
+
+    @property
+    def poll_ms(self) -> int:
+        """The card asks again when the soonest of its deployments may have moved."""
+        open_ones = [d for d in (self.active, *self.queue) if d is not None]
+        return min((d.ui_poll_ms() for d in open_ones), default=UI_POLL_MAX_MS)
 
 
 def environment_panels(environments: list[Environment], user: Any) -> list[EnvironmentPanel]:

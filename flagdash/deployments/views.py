@@ -2,8 +2,9 @@
 
 Thin, like the flag views: find the object, check the permission, call one service, then
 redirect (plain POST) or answer htmx (a fragment of the same template, or a client redirect).
-Progress polls itself: an open deployment's fragment carries ``hx-trigger="every 2s"`` and a
-terminal one is rendered without it, so polling stops.
+Progress polls itself: an open deployment's fragment carries ``hx-trigger="every N ms"``, N from
+``Deployment.ui_poll_ms`` (soon when the engine is about to act, every few seconds during a long
+bake), and a terminal one is rendered without it, so polling stops.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ class Rollout:
 
 _ROLLOUT_FIELDS = (
     *("id", "environment_id", "version_id", "previous_version_id", "strategy_id", "state"),
-    *("percentage", "kind", "priority", "created_at"),
+    *("percentage", "kind", "priority", "created_at", "next_step_at"),
     *("version__id", "version__number", "version__flag_digests"),
     *("previous_version__id", "previous_version__flag_digests"),
     *("strategy__id", "strategy__name"),

@@ -55,6 +55,24 @@ def test_sticky_buckets_are_stable_and_independent_per_flag():
     assert len(at_20 & other) < 600  # another flag picks other keys (about 4 % overlap)
 
 
+def test_pages_poll_soon_when_a_step_is_due_and_rarely_in_a_long_bake():
+    import datetime as dt
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    d = Deployment(state="queued", next_step_at=now)
+    assert d.ui_poll_ms(now) == 500  # the worker is about to act: look again soon
+    d.next_step_at = now + dt.timedelta(seconds=2)
+    assert d.ui_poll_ms(now) == 2300  # just after the next step, with room for the worker
+    d.state, d.next_step_at = "baking", now + dt.timedelta(minutes=10)
+    assert d.ui_poll_ms(now) == 5000  # a long bake: every 5 s, so an alarm still shows soon
+    d.next_step_at = now - dt.timedelta(seconds=30)
+    assert d.ui_poll_ms(now) == 500  # overdue
+    d.next_step_at = None
+    assert d.ui_poll_ms(now) == 5000
+
+
 # --- a toggle deploys --------------------------------------------------------------------------
 
 

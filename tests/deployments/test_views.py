@@ -18,7 +18,7 @@ from tests.deployments.conftest import reload, run_due
 
 pytestmark = pytest.mark.django_db
 
-POLL = 'hx-trigger="every 2s"'
+POLL = 'hx-trigger="every '  # followed by the delay Deployment.ui_poll_ms chose
 
 
 # --- helpers to bring deployments into each state (also used by test_rollbacks_page) ---------
