@@ -12,9 +12,19 @@ a ``RolloutStatus``. The engine never knows how a backend rolls out:
   arithmetic is ``RolloutPlan.at``.
 
 Every call must be idempotent: the engine may repeat any of them after a crash, a lost message or
-a retry (``start`` twice for one deployment starts one rollout). Errors are either
-``TransientBackendError`` (retried with backoff) or ``PermanentBackendError`` (the deployment
-fails with the backend's message). Nothing here runs inside a database transaction.
+a retry (``start`` twice for one deployment starts one rollout). Errors are one of:
+
+- ``TransientBackendError``: retried with exponential backoff, at most DEPLOYMENT_MAX_ATTEMPTS
+  times in a row (throttling, a 5xx, a timeout);
+- ``BackendBusy``: the backend runs another deployment that flagdash did not start (AWS allows
+  one per environment); the deployment waits, showing the message, without using up attempts;
+- ``PermanentBackendError``: the deployment fails with the backend's message (bad credentials,
+  a missing resource, a refused document);
+- ``DriftError``: what the backend holds was changed outside flagdash since flagdash last wrote
+  it; the deployment fails without overwriting anything, and a person may deploy again with
+  ``DeploymentSpec.overwrite_drift`` set.
+
+Nothing here runs inside a database transaction.
 """
 
 from __future__ import annotations
@@ -45,8 +55,34 @@ class TransientBackendError(BackendError):
     """Worth retrying: throttling, a 5xx, a timeout, another deployment still running."""
 
 
+class BackendBusy(TransientBackendError):
+    """The backend is busy with a deployment flagdash did not start: wait, then try again.
+
+    ``retry_in`` is how long to wait (seconds). Waiting does not count as a failed attempt.
+    """
+
+    def __init__(self, message: str, *, retry_in: float = 15.0) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
 class PermanentBackendError(BackendError):
-    """Retrying will not help: bad credentials, a missing resource, a refused document."""
+    """Retrying will not help: bad credentials, a missing resource, a refused document.
+
+    ``details`` lists the individual problems (for instance AWS's InvalidConfiguration items,
+    one per flag and attribute), shown under the message.
+    """
+
+    def __init__(self, message: str, *, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = list(details or [])
+
+
+class DriftError(PermanentBackendError):
+    """The backend's copy was changed outside flagdash since flagdash last wrote it.
+
+    ``details`` names what changed (one line per setting or version). Nothing was overwritten.
+    """
 
 
 @dataclass(frozen=True)
@@ -145,6 +181,11 @@ class DeploymentSpec:
     backend_ref: str = ""
     backend_data: dict[str, Any] = field(default_factory=dict)
     is_restore: bool = False  # a rollback deployed as a new deployment of an earlier version
+    # For a restore: the deployment it rolls back, as the backend knows it (AWS can revert a
+    # completed deployment natively within its window instead of deploying the old version).
+    restores_backend_ref: str = ""
+    restores_backend_data: dict[str, Any] = field(default_factory=dict)
+    overwrite_drift: bool = False  # a person chose to overwrite changes made outside flagdash
 
 
 @dataclass(frozen=True)
@@ -176,6 +217,15 @@ class RolloutStatus:
     backend_data: dict[str, Any] | None = None  # replaces the stored data when not None
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """The answer to "test connection": can flagdash reach and use this backend?"""
+
+    ok: bool
+    message: str
+    details: list[str] = field(default_factory=list)
+
+
 class Backend(ABC):
     """One BackendConnection's way of deploying versions."""
 
@@ -205,6 +255,10 @@ class Backend(ABC):
     @abstractmethod
     def current(self, application_key: str, environment_key: str) -> dict[str, Any] | None:
         """What the backend serves now, as a flagdash document (drift checks and import)."""
+
+    @abstractmethod
+    def check(self) -> CheckResult:
+        """Reach the backend with the connection's settings and credentials; never raises."""
 
 
 _REGISTRY: dict[str, type[Backend]] = {}

@@ -16,6 +16,7 @@ from django.db import transaction
 
 from flagdash.backends.base import (
     Backend,
+    CheckResult,
     DeploymentSpec,
     PermanentBackendError,
     RolloutStatus,
@@ -119,6 +120,9 @@ class LocalBackend(Backend):
                     served.stable_version_id = spec.previous_version_id
                 served.save()
         return RolloutStatus("rolled_back", 0.0)
+
+    def check(self) -> CheckResult:
+        return CheckResult(True, "The built-in store is part of flagdash: nothing to connect to.")
 
     def current(self, application_key: str, environment_key: str) -> dict[str, Any] | None:
         from flagdash.flags.documents import load

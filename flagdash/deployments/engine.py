@@ -35,8 +35,10 @@ from django.utils import timezone
 from flagdash.audit.models import Action
 from flagdash.audit.services import audit_record
 from flagdash.backends.base import (
+    BackendBusy,
     BackendError,
     DeploymentSpec,
+    DriftError,
     PermanentBackendError,
     RolloutStatus,
     StartResult,
@@ -183,7 +185,7 @@ def schedule_advance(deployment_id: int, at: dt.datetime | None = None) -> None:
 def _locked(deployment_id: int) -> Deployment:
     return (
         Deployment.objects.select_for_update(of=("self",))
-        .select_related("environment__application", "version", "previous_version")
+        .select_related("environment__application", "version", "previous_version", "restores")
         .get(pk=deployment_id)
     )
 
@@ -224,7 +226,7 @@ def _claim(deployment_id: int, now: dt.datetime) -> Claim | None:
         env = Environment.objects.select_for_update().get(pk=env_id)
         d = (
             Deployment.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("environment__application", "version", "previous_version")
+            .select_related("environment__application", "version", "previous_version", "restores")
             .filter(pk=deployment_id)
             .first()
         )
@@ -238,8 +240,9 @@ def _claim(deployment_id: int, now: dt.datetime) -> Claim | None:
             return None
         if d.rollback_requested_at and d.state in (S.DEPLOYING, S.BAKING):
             old = d.state
+            d.waiting_reason = ""
             d.state = S.ROLLING_BACK
-            d.save(update_fields=["state"])
+            d.save(update_fields=["state", "waiting_reason"])
             record_event(
                 d,
                 EventType.ROLLBACK_STARTED,
@@ -319,6 +322,9 @@ def build_spec(d: Deployment) -> DeploymentSpec:
         backend_ref=d.backend_ref,
         backend_data=dict(d.backend_data),
         is_restore=d.kind == DeploymentKind.RESTORE,
+        restores_backend_ref=d.restores.backend_ref if d.restores else "",
+        restores_backend_data=dict(d.restores.backend_data) if d.restores else {},
+        overwrite_drift=d.overwrite_drift,
     )
 
 
@@ -391,6 +397,7 @@ def _record(claim: Claim, outcome: Outcome, now: dt.datetime) -> str:
         d.percentage = percentage
         _apply_state(d, status, now)
         d.attempts = 0
+        d.waiting_reason = ""
         d.lease_token = ""
         d.lease_until = None
         if d.is_terminal:
@@ -485,6 +492,10 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
         old_state = d.state
         message = exc.message if isinstance(exc, BackendError) else f"Internal error: {exc!r}"
         permanent = isinstance(exc, PermanentBackendError)
+        if isinstance(exc, PermanentBackendError) and exc.details:
+            d.backend_data = {**d.backend_data, "error_details": exc.details[:100]}
+        if isinstance(exc, DriftError):
+            d.backend_data = {**d.backend_data, "drift": True}
         d.attempts += 1
         if not permanent and d.attempts >= max_attempts():
             message = f"Gave up after {d.attempts} attempts: {message}"
@@ -512,6 +523,24 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
         return "retry"
 
 
+def _record_busy(claim: Claim, exc: BackendBusy, now: dt.datetime) -> str:
+    """The backend runs a deployment flagdash did not start: wait for it, visibly."""
+    with transaction.atomic():
+        d = _locked(claim.deployment.pk)
+        if d.lease_token != claim.token:
+            return "lease-lost"
+        if d.waiting_reason != exc.message[:300]:
+            record_event(d, EventType.WAITING, exc.message, triggered_by="backend")
+        d.waiting_reason = exc.message[:300]
+        d.lease_token = ""
+        d.lease_until = None
+        low, high = poll_bounds()
+        d.next_step_at = now + dt.timedelta(seconds=min(high, max(low, exc.retry_in)))
+        d.save()
+        schedule_advance(d.pk, d.next_step_at)
+        return "waiting"
+
+
 # --- the entry points ------------------------------------------------------------------------
 
 
@@ -531,6 +560,9 @@ def _advance(deployment_id: int, now: dt.datetime) -> str:
         return "skipped"
     try:
         outcome = _act(claim.deployment, now)
+    except BackendBusy as exc:
+        logger.info("deployment %s: backend busy: %s", deployment_id, exc.message)
+        return _record_busy(claim, exc, now)
     except TransientBackendError as exc:
         logger.warning("deployment %s: transient backend error: %s", deployment_id, exc.message)
         result = _record_error(claim, exc, now)

@@ -21,5 +21,14 @@ class RollbackForm(forms.Form):
     )
 
 
+class RetryForm(forms.Form):
+    overwrite_drift = forms.BooleanField(
+        required=False,
+        label="Overwrite the changes made outside flagdash",
+        help_text="The backend's copy was edited by someone else since flagdash last deployed. "
+        "Those edits will be replaced by this version.",
+    )
+
+
 class CancelForm(forms.Form):
     """Nothing to fill in: the form only carries the service's errors back to the page."""

@@ -144,6 +144,10 @@ class Deployment(models.Model):
     backend_data = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     waiting_reason = models.CharField(max_length=300, blank=True)
+    overwrite_drift = models.BooleanField(
+        default=False,
+        help_text="Overwrite what was changed at the backend outside flagdash (a person chose to).",
+    )
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -202,6 +206,15 @@ class Deployment(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def drifted(self) -> bool:
+        """Failed because the backend's copy was changed outside flagdash."""
+        return self.state == DeploymentState.FAILED and bool(self.backend_data.get("drift"))
+
+    @property
+    def error_details(self) -> list[str]:
+        return list(self.backend_data.get("error_details") or [])
 
     @property
     def is_rollback(self) -> bool:

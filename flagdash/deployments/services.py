@@ -330,6 +330,46 @@ def deployment_cancel(*, actor: Any, deployment: Deployment) -> Deployment:
 
 
 @transaction.atomic(durable=True)
+def deployment_retry(
+    *, actor: Any, deployment: Deployment, overwrite_drift: bool = False
+) -> Deployment:
+    """Deploy a failed deployment's version again, with the same strategy, as a new deployment.
+
+    ``overwrite_drift``: the deployment failed because the backend's copy was changed outside
+    flagdash, and the person chose to overwrite those changes with this version.
+    """
+    _check(actor, permissions.require_edit_environment, deployment.environment)
+    env = _lock_environment(deployment.environment)
+    d = engine._locked(deployment.pk)
+    if d.state != S.FAILED:
+        raise field_error(
+            "state",
+            f"Deployment #{d.pk} is {d.get_state_display().lower()}: only a failed deployment "
+            "can be tried again.",
+            "not_failed",
+        )
+    if overwrite_drift and not d.drifted:
+        raise field_error(
+            "state",
+            f"Deployment #{d.pk} did not fail because of changes made outside flagdash.",
+            "no_drift",
+        )
+    strategy = DeploymentStrategy.objects.filter(pk=d.strategy_id).first()
+    note = " (overwriting changes made outside flagdash)" if overwrite_drift else ""
+    retry = enqueue(
+        actor=actor,
+        environment=env,
+        version=d.version,
+        strategy=strategy,
+        message=f"Retry of #{d.pk}{note}" + (f": {d.message}" if d.message else ""),
+    )
+    if overwrite_drift:
+        Deployment.objects.filter(pk=retry.pk).update(overwrite_drift=True)
+        retry.overwrite_drift = True
+    return retry
+
+
+@transaction.atomic(durable=True)
 def version_restore(
     *, actor: Any, environment: Environment, version: ConfigVersion, reason: str
 ) -> Deployment:

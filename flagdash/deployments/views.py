@@ -26,7 +26,7 @@ from flagdash.accounts import permissions
 from flagdash.core.htmx import is_partial
 from flagdash.deployments import selectors, services
 from flagdash.deployments.charts import deployment_chart
-from flagdash.deployments.forms import CancelForm, RollbackForm
+from flagdash.deployments.forms import CancelForm, RetryForm, RollbackForm
 from flagdash.deployments.models import Deployment, DeploymentState
 from flagdash.flags import selectors as flag_selectors
 from flagdash.flags.forms import apply_service_errors
@@ -125,6 +125,7 @@ def _detail_context(request: HttpRequest, app: Application, d: Deployment) -> di
         and d.previous_version_id is not None
         and selectors.is_live(d),
         "can_cancel": can_edit and d.state == S.QUEUED,
+        "can_retry": can_edit and d.state == S.FAILED,
         "trigger": selectors.trigger_label(d) if d.rollback_trigger else "",
     }
 
@@ -244,6 +245,41 @@ def deployment_cancel(request: HttpRequest, app_key: str, pk: int) -> HttpRespon
     return _confirm(
         request,
         "deployments/cancel_confirm.html",
+        {"application": app, "deployment": d, "form": form, "back": _detail_url(d)},
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def deployment_retry(request: HttpRequest, app_key: str, pk: int) -> HttpResponse:
+    """Deploy a failed deployment's version again (overwriting drift if the person says so)."""
+    app = _app(request, app_key)
+    d = selectors.deployment_of(app, pk)
+    if not permissions.can_edit_environment(request.user, d.environment):
+        return _forbidden(request, _denial(d.environment))
+    form = RetryForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                retry = services.deployment_retry(
+                    actor=request.user,
+                    deployment=d,
+                    overwrite_drift=form.cleaned_data["overwrite_drift"],
+                )
+            except PermissionDenied as exc:
+                return _forbidden(request, str(exc) or _denial(d.environment))
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(
+                    request, f"Deploying v{retry.version.number} again (deployment #{retry.pk})."
+                )
+                return _done(request, _detail_url(retry))
+        status = 422
+    return _confirm(
+        request,
+        "deployments/retry_confirm.html",
         {"application": app, "deployment": d, "form": form, "back": _detail_url(d)},
         status=status,
     )

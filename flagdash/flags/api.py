@@ -226,6 +226,8 @@ def deployment_data(d: Deployment, *, events: bool = True) -> dict[str, Any]:
         "finished_at": d.finished_at,
         "waiting_reason": d.waiting_reason or None,
         "error": d.error or None,
+        "error_details": d.error_details,
+        "drifted": d.drifted,
         "rollback": {
             "requested_at": d.rollback_requested_at,
             "reason": d.rollback_reason,
