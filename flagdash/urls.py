@@ -6,6 +6,7 @@ urlpatterns = [
     path("settings/tokens/", include("flagdash.accounts.token_urls")),
     path("", include("flagdash.flags.urls")),
     path("", include("flagdash.deployments.urls")),
+    path("", include("flagdash.backends.urls")),
     path("hooks/", include("flagdash.deployments.hook_urls")),
     path("audit/", include("flagdash.audit.urls")),
     path("api/v1/", include("flagdash.flags.api_urls")),

@@ -19,6 +19,7 @@ class Action(models.TextChoices):
     APPLICATION_UPDATED = "application.updated", "Application updated"
     ENVIRONMENT_CREATED = "environment.created", "Environment created"
     ENVIRONMENT_UPDATED = "environment.updated", "Environment updated"
+    ENVIRONMENT_BACKEND_CHANGED = "environment.backend_changed", "Backend changed"
     FLAG_CREATED = "flag.created", "Flag created"
     FLAG_UPDATED = "flag.updated", "Flag edited"
     FLAG_ARCHIVED = "flag.archived", "Flag archived"
