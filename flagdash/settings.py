@@ -159,8 +159,10 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Deployment engine ------------------------------------------------------------------------
 # A worker holds a deployment for at most this long while it calls the backend; if it dies,
-# another takes over after the lease expires. Keep it above the slowest backend call.
-DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 60, minimum=1)
+# another takes over after the lease expires. The advance task's hard time limit is derived from
+# it (10 s less), so a task can never outlive its lease and two workers never act at once;
+# backends bound their own calls well below it (short timeouts, few retries).
+DEPLOYMENT_LEASE_SECONDS = env_int("DEPLOYMENT_LEASE_SECONDS", 90, minimum=1)
 # Status polling adapts to the plan (at each step, slower during bakes) within these bounds.
 DEPLOYMENT_POLL_MIN_SECONDS = env_int("DEPLOYMENT_POLL_MIN_SECONDS", 1, minimum=0)
 DEPLOYMENT_POLL_MAX_SECONDS = env_int("DEPLOYMENT_POLL_MAX_SECONDS", 30, minimum=1)

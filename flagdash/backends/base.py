@@ -175,14 +175,18 @@ class DeploymentSpec:
     previous_version_id: int | None
     previous_version_number: int | None
     previous_document: dict[str, Any] | None
-    plan: RolloutPlan
+    plan: RolloutPlan  # the schedule in seconds (sped up by DEPLOYMENT_CLOCK_SPEED in demos)
     started_at: dt.datetime
     description: str = ""
+    # The strategy as it was when the deployment was queued, unscaled: name, duration_minutes,
+    # growth_type, growth_factor, final_bake_minutes. Native backends (AWS) deploy with it.
+    strategy: dict[str, Any] = field(default_factory=dict)
     backend_ref: str = ""
     backend_data: dict[str, Any] = field(default_factory=dict)
     is_restore: bool = False  # a rollback deployed as a new deployment of an earlier version
     # For a restore: the deployment it rolls back, as the backend knows it (AWS can revert a
     # completed deployment natively within its window instead of deploying the old version).
+    # Set only when reverting that deployment brings back exactly this spec's version.
     restores_backend_ref: str = ""
     restores_backend_data: dict[str, Any] = field(default_factory=dict)
     overwrite_drift: bool = False  # a person chose to overwrite changes made outside flagdash

@@ -107,7 +107,13 @@ class LocalBackend(Backend):
 
     def stop(self, spec: DeploymentSpec, now: dt.datetime) -> RolloutStatus:
         with transaction.atomic():
-            rollout = self._rollout(spec)
+            rollout = (
+                LocalRollout.objects.select_for_update()
+                .filter(deployment_id=spec.deployment_id)
+                .first()
+            )
+            if rollout is None:  # never started: nothing is served, nothing to stop
+                return RolloutStatus("rolled_back", 0.0)
             if rollout.stopped_at is None:
                 rollout.stopped_at = now
                 rollout.save(update_fields=["stopped_at"])

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,6 +153,13 @@ def alarm_signature_verify(
 
 
 # --- payloads ----------------------------------------------------------------------------------
+
+
+class AlarmBusy(Exception):
+    """Another alarm for the same environment is being handled and did not finish in time."""
+
+
+ALARM_LOCK_WAIT_SECONDS = 15
 
 
 class AlarmPayloadError(Exception):
@@ -391,8 +399,15 @@ def _one_alarm_at_a_time(environment_id: int) -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
+    deadline = time.monotonic() + ALARM_LOCK_WAIT_SECONDS
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [_ALARM_LOCK_KEY, environment_id])
+        while True:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_ALARM_LOCK_KEY, environment_id])
+            if cursor.fetchone()[0]:
+                break
+            if time.monotonic() >= deadline:
+                raise AlarmBusy
+            time.sleep(0.05)
     try:
         yield
     finally:

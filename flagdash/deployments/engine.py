@@ -56,7 +56,7 @@ from flagdash.deployments.models import (
     RollbackTrigger,
 )
 from flagdash.flags import documents
-from flagdash.flags.models import Environment
+from flagdash.flags.models import ConfigVersion, Environment
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,13 @@ def schedule_advance(deployment_id: int, at: dt.datetime | None = None) -> None:
     transaction.on_commit(send, robust=True)
 
 
+def _locked_with_environment(deployment_id: int) -> Deployment:
+    """Lock the deployment's environment, then the deployment: the order every writer uses."""
+    env_id = Deployment.objects.values_list("environment_id", flat=True).get(pk=deployment_id)
+    Environment.objects.select_for_update().filter(pk=env_id).first()
+    return _locked(deployment_id)
+
+
 def _locked(deployment_id: int) -> Deployment:
     return (
         Deployment.objects.select_for_update(of=("self",))
@@ -305,6 +312,8 @@ def _trigger_label(d: Deployment) -> str:
 def build_spec(d: Deployment) -> DeploymentSpec:
     env = d.environment
     previous = d.previous_version
+    restored = d.restores
+    native_revert = restored is not None and restored.previous_version_id == d.version_id
     return DeploymentSpec(
         deployment_id=d.pk,
         environment_id=env.pk,
@@ -317,13 +326,16 @@ def build_spec(d: Deployment) -> DeploymentSpec:
         previous_version_number=previous.number if previous else None,
         previous_document=documents.load(previous.document) if previous else None,
         plan=d.rollout_plan(),
+        strategy=dict(d.plan),
         started_at=d.started_at or d.created_at,
         description=d.message,
         backend_ref=d.backend_ref,
         backend_data=dict(d.backend_data),
         is_restore=d.kind == DeploymentKind.RESTORE,
-        restores_backend_ref=d.restores.backend_ref if d.restores else "",
-        restores_backend_data=dict(d.restores.backend_data) if d.restores else {},
+        # A native revert (AWS's Allow-Revert) brings back what was there before the restored
+        # deployment: offered only when that is exactly the version this restore deploys.
+        restores_backend_ref=restored.backend_ref if restored and native_revert else "",
+        restores_backend_data=dict(restored.backend_data) if restored and native_revert else {},
         overwrite_drift=d.overwrite_drift,
     )
 
@@ -334,18 +346,38 @@ class Outcome:
     status: RolloutStatus
 
 
-def _act(d: Deployment, now: dt.datetime) -> Outcome:
+class LeaseLost(Exception):
+    """Another worker took the deployment over while this one was at the backend."""
+
+
+def _act(claim: Claim, now: dt.datetime) -> Outcome:
+    d = claim.deployment
     backend = backend_for(d.environment.backend)
     spec = build_spec(d)
     if d.state == S.ROLLING_BACK:
-        if not d.backend_ref:
-            return Outcome(None, RolloutStatus("rolled_back", 0.0))  # never reached the backend
+        # Even without a backend reference: a worker may have died after starting the rollout
+        # and before recording it. Stopping what was never started is a no-op for backends.
         return Outcome(None, backend.stop(spec, now))
     started = None
     if not d.backend_ref:
         started = backend.start(spec, now)
+        _persist_start(claim, started)
         spec = _with_start(spec, started)
     return Outcome(started, backend.status(spec, now))
+
+
+def _persist_start(claim: Claim, started: StartResult) -> None:
+    """Record the backend's reference as soon as the rollout exists, before anything else can
+    fail: a rollback or a failure later in this step must be able to stop it."""
+    with transaction.atomic():
+        d = _locked(claim.deployment.pk)
+        if d.lease_token != claim.token:
+            raise LeaseLost
+        d.backend_ref = started.backend_ref
+        d.backend_data = {**d.backend_data, **started.backend_data}
+        d.save(update_fields=["backend_ref", "backend_data"])
+    claim.deployment.backend_ref = started.backend_ref
+    claim.deployment.backend_data = d.backend_data
 
 
 def _with_start(spec: DeploymentSpec, started: StartResult) -> DeploymentSpec:
@@ -369,16 +401,13 @@ def _next_poll(status: RolloutStatus) -> float:
 
 def _record(claim: Claim, outcome: Outcome, now: dt.datetime) -> str:
     with transaction.atomic():
-        d = _locked(claim.deployment.pk)
+        d = _locked_with_environment(claim.deployment.pk)
         if d.lease_token != claim.token:
             logger.warning("deployment %s: lease lost before recording; another worker acts", d.pk)
             return "lease-lost"
         status = outcome.status
-        if outcome.started is not None:
-            d.backend_ref = outcome.started.backend_ref
-            d.backend_data = {**d.backend_data, **outcome.started.backend_data}
-            if outcome.started.message:
-                record_event(d, EventType.BACKEND, outcome.started.message, triggered_by="backend")
+        if outcome.started is not None and outcome.started.message:
+            record_event(d, EventType.BACKEND, outcome.started.message, triggered_by="backend")
         if status.backend_data is not None:
             d.backend_data = status.backend_data
         for event in status.events:
@@ -409,6 +438,7 @@ def _record(claim: Claim, outcome: Outcome, now: dt.datetime) -> str:
         d.save()
         if d.state != old_state:
             audit_transition(d, old_state, actor_name=_actor_for(d))
+            _after_rollback(d, old_state, now)
         if d.is_terminal:
             wake_queue(d.environment_id, now)
         elif d.next_step_at is not None:
@@ -463,6 +493,72 @@ def _apply_state(d: Deployment, status: RolloutStatus, now: dt.datetime) -> None
         _fail(d, status.message or "The backend reported a failure.", now)
 
 
+def _after_rollback(d: Deployment, old_state: str, now: dt.datetime) -> None:
+    """A rollback took effect (a rollout stopped, or a restore completed): the working state and
+    the queue must not bring the bad change back."""
+    if d.state == S.ROLLED_BACK and old_state in ACTIVE_STATES:
+        bad, good = d.version, d.previous_version
+    elif d.state == S.COMPLETE and d.kind == DeploymentKind.RESTORE and d.previous_version:
+        bad, good = d.previous_version, d.version
+    else:
+        return
+    if good is not None and bad.pk == good.pk:
+        return
+    from flagdash.flags.services import working_state_follow_rollback
+
+    by = _trigger_label(d) if d.state == S.ROLLED_BACK else (d.created_by_name or "flagdash")
+    reset = working_state_follow_rollback(environment=d.environment, bad=bad, good=good, by=by)
+    if reset:
+        restored = f"v{good.number}" if good else "nothing"
+        record_event(
+            d,
+            EventType.NOTE,
+            f"Working state of {', '.join(reset)} set back to what {restored} serves",
+        )
+    _cancel_built_on(d, bad, good, now)
+
+
+def _cancel_built_on(
+    d: Deployment, bad: ConfigVersion, good: ConfigVersion | None, now: dt.datetime
+) -> None:
+    """Cancel queued deployments that carry the rolled-back change (they were built on it)."""
+    good_digests = good.flag_digests if good else {}
+    changed = {
+        key
+        for key in set(bad.flag_digests) | set(good_digests)
+        if bad.flag_digests.get(key) != good_digests.get(key)
+    }
+    queued = (
+        Deployment.objects.select_for_update(of=("self",))
+        .filter(environment_id=d.environment_id, state=S.QUEUED, kind=DeploymentKind.DEPLOY)
+        .select_related("version", "previous_version", "environment__application")
+        .order_by("created_at", "id")
+    )
+    for q in queued:
+        carried = sorted(
+            k for k in changed if q.version.flag_digests.get(k) == bad.flag_digests.get(k)
+        )
+        if not carried:
+            continue
+        q.state = S.CANCELLED
+        q.finished_at = now
+        q.next_step_at = None
+        q.save(update_fields=["state", "finished_at", "next_step_at"])
+        record_event(
+            q,
+            EventType.CANCELLED,
+            f"Built on v{bad.number}, which #{d.pk} rolled back: it would have brought "
+            f"{', '.join(carried)} back as v{bad.number} had it. Make the change again.",
+        )
+        audit_transition(q, S.QUEUED, actor_name="flagdash", extra={"rolled_back_by": d.pk})
+        # Its own changes were never served either: their switches go back too.
+        from flagdash.flags.services import working_state_follow_rollback
+
+        working_state_follow_rollback(
+            environment=d.environment, bad=q.version, good=good, by=f"cancelled #{q.pk}"
+        )
+
+
 def _mark_backend_rollback(d: Deployment, status: RolloutStatus, now: dt.datetime) -> None:
     """The backend rolled back on its own (AWS: a CloudWatch alarm fired)."""
     d.rollback_requested_at = d.rollback_requested_at or now
@@ -486,18 +582,21 @@ def _fail(d: Deployment, message: str, now: dt.datetime) -> None:
 def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
     """A backend call failed: retry later with backoff, or fail for good."""
     with transaction.atomic():
-        d = _locked(claim.deployment.pk)
+        d = _locked_with_environment(claim.deployment.pk)
         if d.lease_token != claim.token:
             return "lease-lost"
         old_state = d.state
         message = exc.message if isinstance(exc, BackendError) else f"Internal error: {exc!r}"
         permanent = isinstance(exc, PermanentBackendError)
+        rolling_back = d.state == S.ROLLING_BACK
         if isinstance(exc, PermanentBackendError) and exc.details:
             d.backend_data = {**d.backend_data, "error_details": exc.details[:100]}
         if isinstance(exc, DriftError):
             d.backend_data = {**d.backend_data, "drift": True}
         d.attempts += 1
-        if not permanent and d.attempts >= max_attempts():
+        if not permanent and not rolling_back and d.attempts >= max_attempts():
+            # A rollout gives up; a rollback never does on transient errors: the bad version
+            # may still be served, so it keeps trying (every DEPLOYMENT_RETRY_MAX_SECONDS).
             message = f"Gave up after {d.attempts} attempts: {message}"
             permanent = True
         d.lease_token = ""
@@ -513,10 +612,11 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
             return d.state
         delay = min(float(settings.DEPLOYMENT_RETRY_MAX_SECONDS), 2.0 ** (d.attempts - 1))
         d.next_step_at = now + dt.timedelta(seconds=delay)
+        of = "" if rolling_back else f" of {max_attempts()}"
         record_event(
             d,
             EventType.RETRY,
-            f"{message} — retrying in {delay:g} s (attempt {d.attempts} of {max_attempts()})",
+            f"{message} — retrying in {delay:g} s (attempt {d.attempts}{of})",
         )
         d.save()
         schedule_advance(d.pk, d.next_step_at)
@@ -526,7 +626,7 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
 def _record_busy(claim: Claim, exc: BackendBusy, now: dt.datetime) -> str:
     """The backend runs a deployment flagdash did not start: wait for it, visibly."""
     with transaction.atomic():
-        d = _locked(claim.deployment.pk)
+        d = _locked_with_environment(claim.deployment.pk)
         if d.lease_token != claim.token:
             return "lease-lost"
         if d.waiting_reason != exc.message[:300]:
@@ -559,7 +659,12 @@ def _advance(deployment_id: int, now: dt.datetime) -> str:
     if claim is None:
         return "skipped"
     try:
-        outcome = _act(claim.deployment, now)
+        outcome = _act(claim, now)
+    except LeaseLost:
+        logger.warning(
+            "deployment %s: lease lost after starting; another worker acts", deployment_id
+        )
+        return "lease-lost"
     except BackendBusy as exc:
         logger.info("deployment %s: backend busy: %s", deployment_id, exc.message)
         return _record_busy(claim, exc, now)
@@ -576,12 +681,19 @@ def _advance(deployment_id: int, now: dt.datetime) -> str:
         return _record(claim, outcome, now)
     d = claim.deployment
     if result == S.FAILED and d.backend_ref and d.state != S.ROLLING_BACK:
-        _stop_failed(d, now)
+        _stop_failed(d, now)  # d.backend_ref is set as soon as start returned (_persist_start)
     return result
 
 
 def _stop_failed(d: Deployment, now: dt.datetime) -> None:
     """A rollout failed half-way: ask the backend to serve the previous version to everyone."""
+    d = Deployment.objects.select_related(
+        "environment__application",
+        "environment__backend",
+        "version",
+        "previous_version",
+        "restores",
+    ).get(pk=d.pk)
     try:
         backend_for(d.environment.backend).stop(build_spec(d), now)
     except BackendError as exc:

@@ -103,6 +103,13 @@ def _receive(request: HttpRequest, app_key: str, env_key: str) -> HttpResponse:
         outcome = alarms.alarm_webhook_deliver(
             environment=environment, signature=signature, notice=notice
         )
+    except alarms.AlarmBusy as exc:
+        raise ApiError(
+            503,
+            "busy",
+            "Another alarm for this environment is still being handled: send this one again.",
+            headers={"Retry-After": "5"},
+        ) from exc
     except alarms.AlarmReplayed as exc:
         raise ApiError(
             409,

@@ -262,6 +262,7 @@ class EventType(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     RETRY = "retry", "Retrying"
     BACKEND = "backend", "Backend"
+    NOTE = "note", "Note"
 
 
 class DeploymentEvent(models.Model):

@@ -177,6 +177,7 @@ def is_live(deployment: Deployment) -> bool:
         deployment.state == S.COMPLETE
         and env.live_version_id == deployment.version_id
         and not Deployment.objects.filter(environment=env, state__in=ACTIVE_STATES).exists()
+        and not Deployment.objects.filter(restores=deployment, state__in=OPEN_STATES).exists()
     )
 
 

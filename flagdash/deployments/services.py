@@ -21,6 +21,7 @@ from flagdash.core.errors import field_error
 from flagdash.deployments import engine, predefined
 from flagdash.deployments.models import (
     ACTIVE_STATES,
+    OPEN_STATES,
     Deployment,
     DeploymentKind,
     DeploymentState,
@@ -292,6 +293,15 @@ def deployment_rollback(
             d, actor=actor, reason=reason, trigger=trigger, alarm_name=alarm_name, now=now
         )
     if d.state == S.COMPLETE:
+        pending = (
+            Deployment.objects.filter(restores=d, state__in=OPEN_STATES).order_by("id").first()
+        )
+        if pending is not None:
+            raise field_error(
+                "reason",
+                f"Deployment #{pending.pk} is already rolling back v{d.version.number}.",
+                "pending",
+            )
         if env.live_version_id != d.version_id or active_deployment(env) is not None:
             raise field_error(
                 "reason",

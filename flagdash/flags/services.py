@@ -26,7 +26,7 @@ from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.core.diff import Change, diff
 from flagdash.core.errors import field_error
 from flagdash.deployments import services as deployment_services
-from flagdash.deployments.models import Deployment
+from flagdash.deployments.models import Deployment, DeploymentState
 from flagdash.flags import documents, validation
 from flagdash.flags.models import (
     Application,
@@ -821,19 +821,23 @@ def flag_set_enabled(
     _audit_setting(actor, Action.FLAG_TOGGLED, setting, before, setting_snapshot(setting))
 
     latest = latest_version(environment)
-    document = documents.load(latest.document) if latest else documents.empty_document(environment)
+    base = deploy_base(environment)
+    document = documents.load(base.document) if base else documents.empty_document(environment)
     entry = document["flags"].get(flag.key) or documents.flag_entry(
         setting.flag, setting, attributes
     )
     entry["enabled"] = enabled
     document["flags"][flag.key] = entry
-    version = _save_version(
-        actor,
-        setting.environment,
-        document,
-        f"{'Enable' if enabled else 'Disable'} {flag.key}",
-        latest,
-    )
+    if latest is not None and latest.sha256 == sha256_hex(canonical_json(document)):
+        version = latest  # already saved (not deployed yet): deploy that version
+    else:
+        version = _save_version(
+            actor,
+            setting.environment,
+            document,
+            f"{'Enable' if enabled else 'Disable'} {flag.key}",
+            latest,
+        )
     deployment = None
     if deploy:
         deployment = deployment_services.enqueue(
@@ -910,6 +914,106 @@ def flag_setting_update(
 
 def latest_version(environment: Environment) -> ConfigVersion | None:
     return ConfigVersion.objects.filter(environment=environment).order_by("-number").first()
+
+
+def deploy_base(environment: Environment) -> ConfigVersion | None:
+    """What the environment will serve once its open deployments have run: the version of the
+    last one to run (queued ones in queue order, else the running one), else the live version.
+
+    A toggle builds on it, so it never ships again a version that was rolled back, nor one that
+    was only saved after something was deployed. Deployments being rolled back do not count.
+    """
+    open_ones = (
+        Deployment.objects.filter(
+            environment=environment,
+            state__in=[DeploymentState.QUEUED, DeploymentState.DEPLOYING, DeploymentState.BAKING],
+            rollback_requested_at__isnull=True,
+        )
+        .select_related("version")
+        .order_by("-priority", "created_at", "id")
+    )
+    queued = [d for d in open_ones if d.state == DeploymentState.QUEUED]
+    running = [d for d in open_ones if d.state != DeploymentState.QUEUED]
+    if queued or running:
+        return (queued or running)[-1].version
+    if environment.live_version_id is not None:
+        return ConfigVersion.objects.get(pk=environment.live_version_id)
+    # Nothing deployed yet: the newest saved version, unless it was rolled back.
+    latest = latest_version(environment)
+    if (
+        latest is None
+        or Deployment.objects.filter(version=latest, state=DeploymentState.ROLLED_BACK).exists()
+    ):
+        return None
+    return latest
+
+
+def _serves(setting: FlagSetting, entry: dict[str, Any]) -> bool:
+    """Does the working setting hold exactly the values of this version entry?"""
+    return (
+        setting.enabled == entry.get("enabled")
+        and dict(setting.attribute_values) == dict(entry.get("attribute_values") or {})
+        and list(setting.variants) == list(entry.get("variants") or [])
+        and setting.default_variant == (entry.get("default_variant") or "")
+    )
+
+
+def working_state_follow_rollback(
+    *, environment: Environment, bad: ConfigVersion, good: ConfigVersion | None, by: str
+) -> list[str]:
+    """After a rollback from ``bad`` to ``good``, put the working state back where it was.
+
+    Inside the caller's transaction (the deployment engine's, which holds the environment
+    lock). Only settings still holding what ``bad`` deployed are reset to what ``good`` serves
+    (off when ``good`` did not have the flag); a setting edited since keeps the edit. So the
+    switches show what is served, and the next toggle does not ship the bad change again.
+    Returns the flag keys reset; each reset is audited.
+    """
+    bad_flags = documents.load(bad.document)["flags"]
+    good_flags = documents.load(good.document)["flags"] if good else {}
+    good_digests = good.flag_digests if good else {}
+    changed = [k for k in bad_flags if bad.flag_digests.get(k) != good_digests.get(k)]
+    if not changed:
+        return []
+    reset = []
+    settings = (
+        FlagSetting.objects.select_for_update(of=("self",))
+        .filter(environment=environment, flag__key__in=changed, flag__archived_at__isnull=True)
+        .select_related("flag__application", "environment")
+        .order_by("flag__key")
+    )
+    for setting in settings:
+        key = setting.flag.key
+        if not _serves(setting, bad_flags[key]):
+            continue
+        before = setting_snapshot(setting)
+        good_entry = good_flags.get(key)
+        if good_entry is None:
+            setting.enabled = False
+        else:
+            setting.enabled = bool(good_entry.get("enabled"))
+            setting.attribute_values = dict(good_entry.get("attribute_values") or {})
+            if setting.flag.is_multivariant:
+                setting.variants = list(good_entry.get("variants") or setting.variants)
+                setting.default_variant = good_entry.get("default_variant") or ""
+        setting.revision += 1
+        setting.save()
+        after = {**setting_snapshot(setting), "reason": f"rollback of v{bad.number} by {by}"}
+        audit_record(
+            actor=None,
+            actor_name="flagdash",
+            action=Action.SETTING_UPDATED,
+            target_type="setting",
+            target_id=setting.pk,
+            target_repr=f"{environment.application.key}/{key}@{environment.key}",
+            application=environment.application_id,
+            environment=environment,
+            flag=setting.flag,
+            before=before,
+            after=after,
+        )
+        reset.append(key)
+    return reset
 
 
 def _lock_environment(environment: Environment) -> Environment:

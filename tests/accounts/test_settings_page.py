@@ -39,7 +39,7 @@ def test_viewer_sees_everything_read_only(viewer_client, admin_user, editor, app
         assert name in users
     assert "Admin" in users
     assert "Built-in" in text_of(html, "settings-backends")
-    assert "later release" in text_of(html, "settings-backends")
+    assert "AWS AppConfig or Azure App Configuration" in text_of(html, "settings-backends")
     assert 'href="/settings/tokens/"' in html
 
 

@@ -629,3 +629,44 @@ def test_the_same_request_twice_at_once_is_accepted_once(beta, rollout):
 
     assert sorted(_run_together(post, post)) == [202, 409]
     assert AuditEvent.objects.filter(action=ALARM_RECEIVED).count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_alarm_that_cannot_get_its_turn_answers_503_and_can_be_sent_again(
+    monkeypatch, beta, rollout
+):
+    """Another alarm of the environment holds the lock too long: 503 with Retry-After, nothing
+    changed, and the same signed request is accepted once the lock is free (not a replay)."""
+    import psycopg
+    from django.conf import settings as django_settings
+    from django.db import connection
+    from django.test import Client
+
+    from flagdash.deployments import alarms
+
+    monkeypatch.setattr(alarms, "ALARM_LOCK_WAIT_SECONDS", 0.3)
+    secret = alarm_secret_rotate(actor=None, environment=beta)
+    body = encode(alertmanager(alert()))
+    headers = sign(secret, body)
+    db = django_settings.DATABASES["default"]
+    other = psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        dbname=connection.settings_dict["NAME"],
+        autocommit=True,
+    )
+    other.execute("SELECT pg_advisory_lock(%s, %s)", [alarms._ALARM_LOCK_KEY, beta.pk])
+    before = state_of_deployments()
+    try:
+        busy = Client().post(url(beta), data=body, content_type="application/json", headers=headers)
+        assert busy.status_code == 503 and busy["Retry-After"] == "5"
+        assert busy.json()["error"]["code"] == "busy"
+        assert state_of_deployments() == before
+    finally:
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [alarms._ALARM_LOCK_KEY, beta.pk])
+        other.close()
+    again = Client().post(url(beta), data=body, content_type="application/json", headers=headers)
+    assert again.status_code == 202, again.content
+    assert reload(rollout).rollback_requested_at is not None

@@ -11,6 +11,7 @@ from flagdash.backends.models import LocalRollout, LocalServedState
 from flagdash.deployments import services
 from flagdash.deployments.models import Deployment, DeploymentStrategy, EventType
 from flagdash.flags import services as flag_services
+from flagdash.flags.models import FlagSetting
 from tests.deployments.conftest import reload, run_due
 
 pytestmark = pytest.mark.django_db
@@ -188,7 +189,12 @@ def test_rolling_back_a_rollout_serves_the_previous_version_again(
     beta.refresh_from_db()
     assert beta.live_version_id == v2.pk
     types = list(d.events.order_by("id").values_list("type", flat=True))
-    assert types[-3:] == ["rollback_requested", "rollback_started", "rolled_back"]
+    assert types[-4:] == ["rollback_requested", "rollback_started", "rolled_back", "note"]
+    # the switch tells the truth: the flag is off again in the working state
+    assert not FlagSetting.objects.get(flag=flag, environment=beta).enabled
+    assert d.events.get(type="note").message == (
+        "Working state of allow-bitcoin-at-checkout set back to what v2 serves"
+    )
 
 
 def test_a_rollback_needs_a_reason_and_an_allowed_role(clock, editor, viewer, app, beta, flag):
@@ -364,3 +370,24 @@ def test_a_rollout_that_fails_half_way_serves_the_previous_version_again(
     served.refresh_from_db()
     assert served.candidate_version_id is None
     assert d.events.filter(message__startswith="Stopped at the backend").exists()
+
+
+def test_the_reconciler_nudges_an_overdue_deployment_once_per_window(
+    monkeypatch, app, beta, flag, settings
+):
+    from flagdash.deployments import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.deployment_advance_task, "delay", lambda pk: sent.append(pk))
+    d = flag_services.flag_set_enabled(
+        actor=None, flag=flag, environment=beta, enabled=True
+    ).deployment
+    settings.DEPLOYMENT_RECONCILE_GRACE_SECONDS = 0
+    Deployment.objects.filter(pk=d.pk).update(next_step_at=d.created_at)
+    assert tasks.deployment_reconcile_task() == 1
+    assert tasks.deployment_reconcile_task() == 0  # workers are down: no pile of messages
+    assert sent == [d.pk]
+    from django.core.cache import cache
+
+    cache.delete(f"deployment-nudge:{d.pk}")  # the window has passed
+    assert tasks.deployment_reconcile_task() == 1 and sent == [d.pk, d.pk]

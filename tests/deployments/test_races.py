@@ -208,10 +208,50 @@ def test_an_alarm_while_the_worker_completes_the_rollout_still_rolls_it_back(
     d = reload(d)
     types = list(d.events.order_by("id").values_list("type", flat=True))
     assert "completed" not in types
-    assert types[-3:] == ["rollback_requested", "rollback_started", "rolled_back"]
+    assert types[-4:] == ["rollback_requested", "rollback_started", "rolled_back", "note"]
     assert "deployment.completed" not in audit_actions(d)
     assert audit_actions(d)[-1] == "deployment.rolled_back"
     served = LocalServedState.objects.get(environment=beta)
     assert served.stable_version_id == base.version_id and served.candidate_version_id is None
     beta.refresh_from_db()
     assert beta.live_version_id == base.version_id
+
+
+def test_a_rollback_racing_the_completion_waits_for_it_instead_of_deadlocking(
+    monkeypatch, deployment
+):
+    """The worker records completion (deployment row, then the environment's live version)
+    while a person rolls back (environment, then deployment). Both take the environment first,
+    so the person waits for the completion and then rolls back the completed deployment."""
+    from flagdash.deployments import services
+
+    d = deployment
+    start = timezone.now()
+    assert engine.deployment_advance(d.pk, now=start) == "baking"
+    in_record, go = threading.Event(), threading.Event()
+    real_apply = engine._apply_state
+
+    def slow_apply(dep, status, now):
+        in_record.set()  # the worker's record transaction holds its locks now
+        assert go.wait(10)
+        return real_apply(dep, status, now)
+
+    monkeypatch.setattr(engine, "_apply_state", slow_apply)
+
+    def worker() -> str:
+        return engine.deployment_advance(d.pk, now=start + dt.timedelta(minutes=11))
+
+    def person() -> object:
+        assert in_record.wait(10)
+        threading.Timer(0.5, go.set).start()  # the worker goes on while we wait for the lock
+        return services.deployment_rollback(actor=None, deployment=reload(d), reason="errors")
+
+    done, answer = run_together(worker, person)
+    assert done == "complete", done
+    # Not "deadlock detected": the person saw the completed deployment, the first one in Beta,
+    # which has nothing before it to restore.
+    from django.core.exceptions import ValidationError
+
+    assert isinstance(answer, ValidationError), answer
+    assert "was the first in Beta" in str(answer)
+    assert reload(d).state == "complete"

@@ -318,11 +318,25 @@ def test_transient_backend_errors_are_retried_then_it_succeeds(
 def test_an_alarm_during_a_rollout_rolls_it_back_within_one_poll_period(
     worker, beat, admin_client, app, beta, flag, slow_linear
 ):
+    from django.test import Client
+
+    from flagdash.deployments.alarms import alarm_secret_rotate
+    from tests.deployments.test_alarms import encode, sign, url
+
+    secret = alarm_secret_rotate(actor=None, environment=beta)
+    body = encode(
+        {
+            "alarm": "checkout-5xx",
+            "state": "firing",
+            "message": "error rate",
+        }
+    )
     d = wait_rolling(deploy(flag, beta, slow_linear))
     asked = time.monotonic()
-    services.deployment_rollback(
-        actor=None, deployment=d, reason="error rate", trigger="alarm", alarm_name="checkout-5xx"
+    response = Client().post(
+        url(beta), data=body, content_type="application/json", headers=sign(secret, body)
     )
+    assert response.status_code == 202, response.content
     d = wait_state(d, "rolled_back", "failed", "complete", timeout=15)
     elapsed = time.monotonic() - asked
     assert d.state == "rolled_back"
