@@ -73,8 +73,10 @@ class Tally:
             batch = self._batch
             for flag_key, variant in evaluated:
                 batch.counts[(minute, environment_id, flag_key, variant)] += 1
-                batch.last[(environment_id, flag_key)] = now
-            batch.keys[key_id] = now
+                if batch.last.get((environment_id, flag_key), 0.0) < now:
+                    batch.last[(environment_id, flag_key)] = now
+            if batch.keys.get(key_id, 0.0) < now:
+                batch.keys[key_id] = now
         self._ensure_thread()
 
     def take(self) -> Batch:
