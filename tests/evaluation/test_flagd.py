@@ -42,8 +42,12 @@ def test_export_is_valid_flagd(api, served, beta, beta_key):
                     {"attribute": "age", "operator": "gte", "value": 18},
                     {"attribute": "email", "operator": "contains", "value": "+test"},
                 ],
-                "serve": {"split": [{"variant": "few", "weight": 33.5},
-                                    {"variant": "many", "weight": 66.5}]},
+                "serve": {
+                    "split": [
+                        {"variant": "few", "weight": 33.5},
+                        {"variant": "many", "weight": 66.5},
+                    ]
+                },
             }
         ],
     )

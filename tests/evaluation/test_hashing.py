@@ -25,14 +25,18 @@ def test_the_same_key_gets_the_same_bucket_in_another_process():
         "DJANGO_SETTINGS_MODULE": "flagdash.settings_test",
         "PYTHONHASHSEED": "12345",  # another str hash seed than this process's random one
     }
-    out = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env=environ,
-    ).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env=environ,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert eval(out) == here  # noqa: S307  (our own subprocess's repr of floats)
 
 
@@ -42,7 +46,9 @@ def test_known_values_never_change():
         int.from_bytes(
             __import__("hashlib").sha256(b"allow-bitcoin-at-checkout/user-42").digest()[:8],
             "big",
-        ) / 2**64 * 100,
+        )
+        / 2**64
+        * 100,
         6,
     )
     assert 0 <= sticky_bucket("", "x") < 100
@@ -52,10 +58,16 @@ def test_a_split_of_10000_keys_lands_within_two_points_of_its_weights():
     rules = validate_rules(
         [
             {
-                "conditions": [{"attribute": "targetingKey", "operator": "starts_with",
-                                "value": "user-"}],
-                "serve": {"split": [{"variant": "a", "weight": 50}, {"variant": "b", "weight": 30},
-                                    {"variant": "c", "weight": 20}]},
+                "conditions": [
+                    {"attribute": "targetingKey", "operator": "starts_with", "value": "user-"}
+                ],
+                "serve": {
+                    "split": [
+                        {"variant": "a", "weight": 50},
+                        {"variant": "b", "weight": 30},
+                        {"variant": "c", "weight": 20},
+                    ]
+                },
             }
         ],
         variant_names=["a", "b", "c"],

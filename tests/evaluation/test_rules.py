@@ -31,8 +31,14 @@ def message(rules, names=NAMES) -> str:
         ([rule("plan", "equals", "pro", {"variant": "maybe"})], "Rule 1: unknown variant 'maybe'"),
         ([rule("email", "matches", "([a-z]+")], "Rule 1, condition 1: Not a valid regular"),
         (
-            [rule("u", "equals", 1, {"split": [{"variant": "on", "weight": 60},
-                                               {"variant": "off", "weight": 30}]})],
+            [
+                rule(
+                    "u",
+                    "equals",
+                    1,
+                    {"split": [{"variant": "on", "weight": 60}, {"variant": "off", "weight": 30}]},
+                )
+            ],
             "add up to 90, not 100",
         ),
         ([rule("u", "is", 1)], "unknown operator 'is'"),
@@ -62,7 +68,9 @@ def test_valid_rules_come_back_cleaned():
 
 
 def matches(attribute, operator, value, context, now=0.0):
-    compiled = compile_rules(validate_rules([rule(attribute, operator, value)], variant_names=NAMES))
+    compiled = compile_rules(
+        validate_rules([rule(attribute, operator, value)], variant_names=NAMES)
+    )
     return compiled[0].matches(context, now)
 
 
@@ -129,15 +137,29 @@ def test_any_versus_all():
 
 
 def test_semver_precedence_follows_semver_org():
-    ordered = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
-               "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0", "1.0.1", "1.10.0"]
+    ordered = [
+        "1.0.0-alpha",
+        "1.0.0-alpha.1",
+        "1.0.0-alpha.beta",
+        "1.0.0-beta",
+        "1.0.0-beta.2",
+        "1.0.0-beta.11",
+        "1.0.0-rc.1",
+        "1.0.0",
+        "1.0.1",
+        "1.10.0",
+    ]
     keys = [parse_semver(v) for v in ordered]
     assert keys == sorted(keys)
 
 
 def test_describe_reads_like_a_sentence():
     text = describe(
-        rule("country", "in", ["US", "CA"], {"split": [{"variant": "on", "weight": 20},
-                                                       {"variant": "off", "weight": 80}]})
+        rule(
+            "country",
+            "in",
+            ["US", "CA"],
+            {"split": [{"variant": "on", "weight": 20}, {"variant": "off", "weight": 80}]},
+        )
     )
     assert text == "country is one of “US”, “CA” → on 20 % / off 80 %"
