@@ -51,12 +51,6 @@ def sticky_bucket(targeting_key: str, flag_key: str, salt: str = "") -> float:
 SERVED_TOKEN_CACHE_KEY = "local-served-token"  # noqa: S105 (a cache key name)
 
 
-def served_token() -> str | None:
-    """The token of the served state now (None if the cache lost it: reload to be safe)."""
-    value = cache.get(SERVED_TOKEN_CACHE_KEY)
-    return value if isinstance(value, str) else None
-
-
 def mark_served_changed() -> None:
     """After the current transaction commits, tell evaluating processes to reload."""
 
