@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 LOCK_ARGS ?=
 PIP_COMPILE_FLAGS := --allow-unsafe --no-emit-find-links --no-emit-index-url --strip-extras
 
-.PHONY: help run test lint bench bench-toggle lock clean distclean venv deps deps-dev chromium static migrate seed
+.PHONY: help run test lint bench bench-toggle bench-ofrep lock clean distclean venv deps deps-dev chromium static migrate seed
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,7 +60,8 @@ run: deps migrate static seed  ## Migrate, load demo data, start web + worker + 
 	@echo
 	@echo "================================================================================"
 	@echo "  flagdash:  $(RUN_URL)/"
-	@echo "  Demo logins (admin, editor, viewer) are printed above by seed_demo."
+	@echo "  Demo logins (admin, editor, viewer), the demo OFREP API key and a curl line"
+	@echo "  that evaluates allow-bitcoin-at-checkout in beta are printed above by seed_demo."
 	@echo "  Starting web, worker and beat; Ctrl-C stops all of them."
 	@echo "================================================================================"
 	@echo
@@ -95,6 +96,9 @@ bench: deps  ## Flag list and audit export benchmarks on PostgreSQL (database fl
 
 bench-toggle: deps-dev chromium  ## Click a toggle in Chromium → rollout complete, median of 20 (PostgreSQL + Redis)
 	$(PY) benchmarks/toggle_to_complete.py --runs 20
+
+bench-ofrep: deps  ## OFREP single/bulk req/s, p50/p99 with gunicorn at 1 and 2 workers; in-memory cost
+	$(PY) benchmarks/ofrep.py
 
 lock: deps-dev  ## Recompile requirements/*.txt from pyproject.toml (LOCK_ARGS=--upgrade to bump)
 	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_ARGS) --output-file=requirements/base.txt pyproject.toml

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "flagdash.backends",
     "flagdash.flags",
     "flagdash.deployments",
+    "flagdash.evaluation",
 ]
 
 MIDDLEWARE = [
@@ -155,6 +156,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "flagdash.deployments.tasks.alarm_deliveries_prune_task",
         "schedule": 3600,
     },
+    "evaluation-counts-flush": {
+        "task": "flagdash.evaluation.tasks.evaluation_counts_flush_task",
+        "schedule": env_int("OFREP_COUNTS_FLUSH_SECONDS", 10, minimum=1),
+        "options": {"expires": 60},
+    },
+    "evaluation-counts-prune": {
+        "task": "flagdash.evaluation.tasks.evaluation_counts_prune_task",
+        "schedule": 3600,
+    },
 }
 
 # --- Deployment engine ------------------------------------------------------------------------
@@ -174,6 +184,19 @@ DEPLOYMENT_RECONCILE_GRACE_SECONDS = env_int("DEPLOYMENT_RECONCILE_GRACE_SECONDS
 # Demos and tests only: how many times faster than real time the built-in backend follows a
 # strategy's schedule (60: a minute of rollout or bake passes in a second). AWS keeps its own.
 DEPLOYMENT_CLOCK_SPEED = env_int("DEPLOYMENT_CLOCK_SPEED", 1, minimum=1)
+
+# --- OFREP evaluation ------------------------------------------------------------------------
+# Each web process evaluates flags from an in-memory copy of what is deployed. It looks at a
+# cache token (changed by every deployment step and API key change) at most this often...
+OFREP_REFRESH_SECONDS = env_int("OFREP_REFRESH_SECONDS", 1, minimum=0)
+# ...and reloads from the database at least this often even if no token changed (a lost
+# cache write, a cloud backend's live version).
+OFREP_RESYNC_SECONDS = env_int("OFREP_RESYNC_SECONDS", 30, minimum=1)
+# Evaluation counts are summed in memory and pushed (to Redis, or to the database without it)
+# by a background thread of each web process this often (0: no thread; tests push by hand).
+OFREP_COUNTS_PUSH_SECONDS = env_int("OFREP_COUNTS_PUSH_SECONDS", 5, minimum=0)
+# Per-minute evaluation counts are kept this many days (the flag page shows 7).
+OFREP_COUNTS_RETENTION_DAYS = env_int("OFREP_COUNTS_RETENTION_DAYS", 8, minimum=7)
 
 # --- Auth -------------------------------------------------------------------------------------
 LOGIN_URL = "login"

@@ -1,5 +1,7 @@
 from django.urls import include, path
 
+from flagdash.evaluation.urls import api_urlpatterns, settings_urlpatterns
+
 urlpatterns = [
     path("", include("flagdash.core.urls")),
     path("", include("flagdash.accounts.urls")),
@@ -10,4 +12,6 @@ urlpatterns = [
     path("hooks/", include("flagdash.deployments.hook_urls")),
     path("audit/", include("flagdash.audit.urls")),
     path("api/v1/", include("flagdash.flags.api_urls")),
+    path("settings/api-keys/", include(settings_urlpatterns)),
+    path("ofrep/", include(api_urlpatterns)),
 ]

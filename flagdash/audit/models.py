@@ -48,6 +48,8 @@ class Action(models.TextChoices):
     USER_PASSWORD_SET = "user.password_set", "Password set"
     API_TOKEN_CREATED = "api_token.created", "API token created"
     API_TOKEN_REVOKED = "api_token.revoked", "API token revoked"
+    API_KEY_CREATED = "api_key.created", "Environment API key created"
+    API_KEY_REVOKED = "api_key.revoked", "Environment API key revoked"
     LOGIN = "auth.login", "Logged in"
     LOGOUT = "auth.logout", "Logged out"
     LOGIN_FAILED = "auth.login_failed", "Login failed"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import secrets
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 
 from flagdash.backends.base import (
@@ -26,14 +28,38 @@ from flagdash.backends.base import (
 from flagdash.backends.models import BackendKind, LocalRollout, LocalServedState
 
 
-def sticky_bucket(targeting_key: str, flag_key: str) -> float:
-    """A number in [0, 100) that never changes for a (targeting key, flag key) pair.
+def sticky_bucket(targeting_key: str, flag_key: str, salt: str = "") -> float:
+    """A number in [0, 100) that never changes for a (targeting key, flag key, salt) triple.
 
-    SHA-256 of ``"{flag_key}/{targeting_key}"``, first 8 bytes big-endian, scaled to 0–100.
-    A key is in a rollout of ``p`` % when its bucket is below ``p``.
+    SHA-256 of ``"{flag_key}/{targeting_key}"`` (or ``"{salt}:{flag_key}/{targeting_key}"``
+    when a salt is given), first 8 bytes big-endian, scaled to 0–100. It depends on nothing
+    but these strings, so every process on every machine, before and after a restart, puts a
+    key in the same bucket.
+
+    - Gradual rollouts (no salt): a key gets the new version when its bucket is below the
+      rollout's ``p`` %, so raising ``p`` only adds keys.
+    - Percentage splits of targeting rules (salt ``"split"``): a key gets the variant whose
+      cumulative weight range holds its bucket. The salt keeps the split independent of the
+      rollout, so the keys that already see a new version are not all in the first variant.
     """
-    digest = hashlib.sha256(f"{flag_key}/{targeting_key}".encode()).digest()
+    text = f"{salt}:{flag_key}/{targeting_key}" if salt else f"{flag_key}/{targeting_key}"
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+# Every process that evaluates flags keeps a compiled copy of what is served; a change here
+# replaces this cache token (after commit) so the copies reload within about a second.
+SERVED_TOKEN_CACHE_KEY = "local-served-token"  # noqa: S105 (a cache key name)
+
+
+def mark_served_changed() -> None:
+    """After the current transaction commits, tell evaluating processes to reload."""
+
+    def bump() -> None:
+        cache.set(SERVED_TOKEN_CACHE_KEY, secrets.token_hex(8), timeout=None)
+
+    # robust: a cache that is down is logged, and evaluators still resync from the database.
+    transaction.on_commit(bump, robust=True)
 
 
 def _served(environment_id: int) -> LocalServedState:
@@ -72,6 +98,7 @@ class LocalBackend(Backend):
                 served.candidate_percentage = spec.plan.at(0).percentage
                 served.deployment_id = spec.deployment_id
                 served.save()
+                mark_served_changed()
         return StartResult(
             backend_ref=f"local-{rollout.deployment_id}",
             backend_data={"started_at": rollout.started_at.isoformat()},
@@ -100,9 +127,12 @@ class LocalBackend(Backend):
                     served.deployment_id = None
                     rollout.completed_at = rollout.completed_at or now
                     rollout.save(update_fields=["completed_at"])
-                else:
+                    served.save()
+                    mark_served_changed()
+                elif served.candidate_percentage != point.percentage:
                     served.candidate_percentage = point.percentage
-                served.save()
+                    served.save()
+                    mark_served_changed()
         return RolloutStatus(point.state, point.percentage, next_check_in=point.next_change_in)
 
     def stop(self, spec: DeploymentSpec, now: dt.datetime) -> RolloutStatus:
@@ -125,6 +155,7 @@ class LocalBackend(Backend):
                 elif served.stable_version_id == spec.version_id:
                     served.stable_version_id = spec.previous_version_id
                 served.save()
+                mark_served_changed()
         return RolloutStatus("rolled_back", 0.0)
 
     def check(self) -> CheckResult:

@@ -18,6 +18,7 @@ from flagdash.accounts import permissions
 from flagdash.audit.models import Action
 from flagdash.audit.services import audit_record
 from flagdash.backends.base import CheckResult, PermanentBackendError, backend_for
+from flagdash.backends.local import mark_served_changed
 from flagdash.backends.models import BackendConnection, BackendKind, LocalServedState
 from flagdash.core.errors import field_error
 from flagdash.deployments.models import OPEN_STATES, Deployment
@@ -144,6 +145,7 @@ def environment_connect(
         deployment_id=None,
         updated_at=timezone.now(),
     )
+    mark_served_changed()
     if old.pk != target.pk and old.kind != BackendKind.LOCAL and not old.environments.exists():
         old.delete()
     audit_record(

@@ -84,6 +84,7 @@ class DemoFlag:
     values: dict[str, dict[str, Any]] | None = None  # env key -> attribute values
     variants: tuple[dict[str, Any], ...] = ()
     default_variant: str = ""
+    rules: dict[str, list[dict[str, Any]]] | None = None  # env key -> targeting rules
 
 
 CHECKOUT = (
@@ -116,6 +117,24 @@ CHECKOUT = (
                 "description": "Last day of the discount.",
             },
         ),
+        rules={
+            "beta": [
+                {
+                    "name": "El Salvador",
+                    "conditions": [{"attribute": "country", "operator": "equals", "value": "SV"}],
+                    "serve": {"variant": "on"},
+                },
+                {
+                    "name": "20 % of app 2.4+",
+                    "conditions": [
+                        {"attribute": "appVersion", "operator": "semver_gte", "value": "2.4.0"}
+                    ],
+                    "serve": {
+                        "split": [{"variant": "on", "weight": 20}, {"variant": "off", "weight": 80}]
+                    },
+                },
+            ]
+        },
         values={
             "beta": {
                 "default-currency": "BTC",
@@ -164,6 +183,30 @@ CHECKOUT = (
             {"name": "orange", "value": "#d97706"},
         ),
         default_variant="blue",
+        rules={
+            "beta": [
+                {
+                    "name": "Staff preview",
+                    "conditions": [
+                        {"attribute": "email", "operator": "ends_with", "value": "@example.com"}
+                    ],
+                    "serve": {"variant": "orange"},
+                },
+                {
+                    "name": "A/B test in North America",
+                    "match": "any",
+                    "conditions": [
+                        {"attribute": "country", "operator": "in", "value": ["US", "CA"]}
+                    ],
+                    "serve": {
+                        "split": [
+                            {"variant": "blue", "weight": 50},
+                            {"variant": "green", "weight": 50},
+                        ]
+                    },
+                },
+            ]
+        },
     ),
     DemoFlag(
         "max-cart-items",
@@ -355,6 +398,7 @@ def _seed_application(
                 attribute_values=(spec.values or {}).get(env.key, {}),
                 variants=list(setting.variants) or None,
                 default_variant=setting.default_variant,
+                rules=(spec.rules or {}).get(env.key, []),
             )
     start = timezone.now() - dt.timedelta(days=3)
     for env in envs:

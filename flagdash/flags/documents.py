@@ -54,6 +54,9 @@ def flag_entry(
     if flag.is_multivariant:
         entry["variants"] = list(setting.variants)
         entry["default_variant"] = setting.default_variant
+    if setting.rules:
+        # Only when there are rules, so versions saved before rules existed compare unchanged.
+        entry["rules"] = list(setting.rules)
     return entry
 
 

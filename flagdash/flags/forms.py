@@ -205,6 +205,16 @@ class SettingForm(forms.Form):
 
     revision = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
     default_variant = forms.CharField(required=False, max_length=64, label="Default variant")
+    rules = forms.CharField(
+        required=False,
+        max_length=100_000,
+        label="Targeting rules (JSON)",
+        widget=forms.Textarea(attrs={"rows": 6, "class": "mono", "spellcheck": "false"}),
+        help_text='A list, first match wins, e.g. [{"name": "Staff", "conditions": '
+        '[{"attribute": "email", "operator": "ends_with", "value": "@example.com"}], '
+        '"serve": {"variant": "on"}}] or "serve": {"split": [{"variant": "on", "weight": 20}, '
+        '{"variant": "off", "weight": 80}]}. Empty: no rules.',
+    )
 
     def __init__(
         self,
@@ -257,7 +267,10 @@ class SettingForm(forms.Form):
 
     def _initial(self) -> dict[str, Any]:
         s = self.setting
-        initial: dict[str, Any] = {"revision": s.revision}
+        initial: dict[str, Any] = {
+            "revision": s.revision,
+            "rules": json.dumps(s.rules, indent=2, ensure_ascii=False) if s.rules else "",
+        }
         for name, value in s.attribute_values.items():
             initial[self.attr_field(name)] = self._display(value)
         if s.flag.is_multivariant:
@@ -318,7 +331,17 @@ class SettingForm(forms.Form):
         cleaned["attribute_values"] = values
         if self.flag.is_multivariant:
             cleaned["variants"] = self._variants(cleaned)
+        cleaned["rules"] = self._rules(cleaned.get("rules") or "")
         return cleaned
+
+    def _rules(self, raw: str) -> Any:
+        if not raw.strip():
+            return []
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            self.add_error("rules", ValidationError(f"Not valid JSON: {exc}.", code="invalid_json"))
+            return None
 
     @staticmethod
     def _convert(attr: FlagAttribute, raw: Any) -> Any:

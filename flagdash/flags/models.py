@@ -222,6 +222,10 @@ class FlagSetting(models.Model):
     attribute_values = models.JSONField(default=dict, blank=True)
     variants = models.JSONField(default=list, blank=True)
     default_variant = models.CharField(max_length=64, blank=True)
+    # Targeting rules, evaluated in order (see flagdash/evaluation/rules.py for the shape).
+    # Kept on the setting, not in a table of their own: they are edited, revision-checked,
+    # audited and saved into versions together with the rest of the working state.
+    rules = models.JSONField(default=list, blank=True)
     revision = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(

@@ -27,6 +27,8 @@ from flagdash.core.diff import Change, diff
 from flagdash.core.errors import field_error
 from flagdash.deployments import services as deployment_services
 from flagdash.deployments.models import Deployment, DeploymentState
+from flagdash.evaluation import rules as targeting
+from flagdash.evaluation.rules import BOOLEAN_VARIANTS
 from flagdash.flags import documents, validation
 from flagdash.flags.models import (
     Application,
@@ -152,6 +154,8 @@ def setting_snapshot(setting: FlagSetting) -> dict[str, Any]:
     if setting.flag.is_multivariant:
         snapshot["variants"] = list(setting.variants)
         snapshot["default_variant"] = setting.default_variant
+    if setting.rules:
+        snapshot["rules"] = list(setting.rules)
     return snapshot
 
 
@@ -857,11 +861,15 @@ def flag_setting_update(
     enabled: bool | None = None,
     variants: list[dict[str, Any]] | None = None,
     default_variant: str | None = None,
+    rules: list[Any] | None = None,
 ) -> FlagSetting:
     """Save a flag's values in one environment (the working state; a version saves it later).
 
-    ``None`` keeps a field as it is, read under the row lock. ``enabled`` is normally left
-    alone: the dashboard changes it only through ``flag_set_enabled``, which saves a version.
+    ``rules`` are the environment's targeting rules (``flagdash.evaluation.rules``); they must
+    name the flag's variants (``on``/``off`` for boolean flags), so they are checked against the
+    variants being saved. ``None`` keeps a field as it is, read under the row lock. ``enabled``
+    is normally left alone: the dashboard changes it only through ``flag_set_enabled``, which
+    saves a version.
     """
     _check(actor, permissions.require_edit_environment, environment)
     setting = _locked_setting(flag, environment)
@@ -877,6 +885,8 @@ def flag_setting_update(
         variants = setting.variants
     if default_variant is None:
         default_variant = setting.default_variant
+    if rules is None:
+        rules = setting.rules
     errors: dict[str, list[ValidationError]] = {}
     values: dict[str, Any] = {}
     try:
@@ -892,11 +902,18 @@ def flag_setting_update(
             )
         except ValidationError as exc:
             errors.update(exc.error_dict)
+    if "variants" not in errors and not any(k.startswith("variants.") for k in errors):
+        names = [v["name"] for v in variants] if flag.is_multivariant else list(BOOLEAN_VARIANTS)
+        try:
+            rules = targeting.validate_rules(rules, variant_names=names)
+        except ValidationError as exc:
+            errors.update(exc.error_dict)
     if errors:
         raise ValidationError(errors)
     before = setting_snapshot(setting)
     setting.enabled = bool(enabled)
     setting.attribute_values = values
+    setting.rules = rules
     if flag.is_multivariant:
         setting.variants, setting.default_variant = variants, default_variant
     unchanged = {**setting_snapshot(setting), "revision": before["revision"]} == before

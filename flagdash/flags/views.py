@@ -25,6 +25,8 @@ from flagdash.core.htmx import is_partial
 from flagdash.core.parsing import positive_int
 from flagdash.deployments import services as deployment_services
 from flagdash.deployments.models import Deployment, DeploymentState
+from flagdash.evaluation import rules as targeting
+from flagdash.evaluation import selectors as evaluation_selectors
 from flagdash.flags import documents, selectors, services
 from flagdash.flags.forms import (
     AttributeForm,
@@ -394,19 +396,23 @@ def _flag_page_context(
     if form is None:
         form = SettingForm(setting=setting, attributes=attributes)
     deployments = selectors.open_deployments(environments)
+    evaluations = evaluation_selectors.sparklines(flag.key, environments)
+    cells = [
+        selectors.Cell(
+            env,
+            s,
+            permissions.can_edit_environment(request.user, env),
+            selectors.rollout_of(flag, deployments[env.pk]),
+        )
+        for env, s in zip(environments, flag_settings, strict=True)
+    ]
     return {
         "application": app,
         "flag": flag,
         "environments": environments,
-        "env_cells": [
-            selectors.Cell(
-                env,
-                s,
-                permissions.can_edit_environment(request.user, env),
-                selectors.rollout_of(flag, deployments[env.pk]),
-            )
-            for env, s in zip(environments, flag_settings, strict=True)
-        ],
+        "env_cells": cells,
+        "env_rows": [(cell, evaluations[cell.environment.pk]) for cell in cells],
+        "rule_lines": [targeting.describe(rule) for rule in setting.rules],
         "current_env": current,
         "setting": setting,
         "form": form,
@@ -459,6 +465,7 @@ def flag_setting_save(
                 attribute_values=data["attribute_values"],
                 variants=data.get("variants"),
                 default_variant=data.get("default_variant") or "",
+                rules=data.get("rules"),
             )
         except services.RevisionConflict as exc:
             conflict = exc
@@ -847,6 +854,9 @@ def short_term(request: HttpRequest, app_key: str) -> HttpResponse:
             app, selectors.FlagFilters(short_term="yes", sort="remove_by")
         ).select_related("owner")[:200]
     )
+    last_evaluated = evaluation_selectors.last_evaluated_by_flag(app)
+    for flag in flags:
+        flag.last_evaluated = last_evaluated.get(flag.key)  # type: ignore[attr-defined]
     return render(
         request,
         "flags/short_term.html",

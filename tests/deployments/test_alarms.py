@@ -589,7 +589,7 @@ def _run_together(*calls: Callable[[], Any]) -> list[Any]:
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_two_alert_groups_at_once_queue_one_restore(beta, base, completed):
     results = _run_together(
         *[
@@ -612,7 +612,7 @@ def test_two_alert_groups_at_once_queue_one_restore(beta, base, completed):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_the_same_request_twice_at_once_is_accepted_once(beta, rollout):
     from django.test import Client
 
@@ -632,7 +632,7 @@ def test_the_same_request_twice_at_once_is_accepted_once(beta, rollout):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_an_alarm_that_cannot_get_its_turn_answers_503_and_can_be_sent_again(
     monkeypatch, beta, rollout
 ):

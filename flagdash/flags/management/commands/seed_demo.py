@@ -8,6 +8,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from flagdash.core import context
+from flagdash.evaluation.demo import (
+    DEMO_APPLICATION,
+    DEMO_ENVIRONMENT,
+    curl_example,
+    ensure_demo_api_key,
+)
 from flagdash.flags.demo import DEMO_USERS, seed_demo
 
 
@@ -24,6 +30,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         with context.bind(source="cli"):
             result = seed_demo(reset_passwords=options["reset_passwords"])
+            demo_key = ensure_demo_api_key()
         if result.created:
             self.stdout.write(
                 self.style.SUCCESS(f"Demo data created: {', '.join(result.created)}.")
@@ -42,6 +49,13 @@ class Command(BaseCommand):
                 f"  login: {username:<7} ({role.label.lower():<6})  password: {shown}"
             )
         self.stdout.write(f"  (password from {result.source})")
+        where = f"{DEMO_APPLICATION}/{DEMO_ENVIRONMENT}"
+        if demo_key.plaintext:
+            self.stdout.write(f"  OFREP API key ({where}): {demo_key.plaintext}  ({demo_key.note})")
+            base = f"http://127.0.0.1:{settings.PORT}"
+            self.stdout.write(f"  {curl_example(base, demo_key.plaintext)}")
+        else:
+            self.stdout.write(f"  No demo OFREP API key: {demo_key.note}.")
         if result.kept_passwords:
             self.stdout.write(
                 "  Existing accounts keep their passwords; "

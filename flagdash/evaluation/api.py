@@ -1,0 +1,241 @@
+"""OFREP endpoints and the flagd export, authenticated with an environment's API key.
+
+- ``POST /ofrep/v1/evaluate/flags/{key}``: one flag (200 success, 400/404 failure).
+- ``POST /ofrep/v1/evaluate/flags``: every flag, with an ETag; a matching ``If-None-Match``
+  gets 304 without a body.
+- ``GET /ofrep/v1/flagd/flags.json``: the environment's stable version as a flagd flag
+  definition file.
+
+Token auth (``Authorization: Bearer <key>`` or ``X-API-Key``), so no session, no CSRF and no
+login redirect. Every answer is JSON in the OFREP error shape, never an HTML page or a 500.
+Nothing here touches the database once the snapshot is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from flagdash.evaluation import flagd
+from flagdash.evaluation.counters import tally
+from flagdash.evaluation.evaluate import Failure, Result, Success, evaluate, evaluate_all
+from flagdash.evaluation.services import KEY_PATTERN, key_hash
+from flagdash.evaluation.snapshot import KeyEntry, ServedEnvironment, Snapshot, current
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_TARGETING_KEY = 1024
+View = Callable[..., HttpResponse]
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    response = HttpResponse(body, status=status, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _failure(key: str | None, code: str, details: str, status: int) -> HttpResponse:
+    body: dict[str, Any] = {"errorCode": code, "errorDetails": details}
+    if key is not None:
+        body = {"key": key, **body}
+    return _json(body, status)
+
+
+def _presented_key(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("X-API-Key", "").strip()
+
+
+def authenticate(request: HttpRequest, snapshot: Snapshot) -> KeyEntry | None:
+    """The active key the request presents, or None.
+
+    Keys are found by their SHA-256 (as API tokens are), so the secret itself is never compared
+    character by character; the stored hash is then compared in constant time.
+    """
+    presented = _presented_key(request)
+    if not presented or not KEY_PATTERN.match(presented):
+        return None
+    digest = key_hash(presented)
+    entry = snapshot.keys.get(digest)
+    if entry is None or not hmac.compare_digest(entry.key_hash, digest):
+        return None
+    return entry
+
+
+def _unauthorized(key: str | None) -> HttpResponse:
+    response = _failure(
+        key,
+        "GENERAL",
+        "Missing or invalid API key: send “Authorization: Bearer <environment API key>”.",
+        401,
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="flagdash"'
+    return response
+
+
+def _api(methods: tuple[str, ...]) -> Callable[[View], View]:
+    """Token-authenticated JSON endpoint: no login redirect, no CSRF, JSON 405."""
+
+    def decorate(view: View) -> View:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = _failure(
+                    kwargs.get("key"), "GENERAL", f"Use {' or '.join(methods)}.", 405
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            return view(request, *args, **kwargs)
+
+        wrapped.__name__ = view.__name__
+        wrapped.__doc__ = view.__doc__
+        return csrf_exempt(login_not_required(wrapped))
+
+    return decorate
+
+
+class BadRequest(Exception):
+    def __init__(self, code: str, details: str, status: int = 400) -> None:
+        super().__init__(details)
+        self.code, self.details, self.status = code, details, status
+
+
+def _read_context(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
+    """The evaluation context of the body, and its targeting key (raises BadRequest)."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(
+            "INVALID_CONTEXT",
+            f"The request body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}.",
+            413,
+        )
+    raw = request.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest(
+            "INVALID_CONTEXT", f"The request body is over the limit of {MAX_BODY_BYTES} bytes.", 413
+        )
+    if not raw.strip():
+        return {}, None
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest("PARSE_ERROR", f"The body is not valid JSON: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise BadRequest(
+            "PARSE_ERROR", 'The body must be a JSON object such as {"context": {...}}.'
+        )
+    context = body.get("context", {})
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise BadRequest(
+            "INVALID_CONTEXT", f"“context” must be an object, not {type(context).__name__}."
+        )
+    targeting_key = context.get("targetingKey")
+    if targeting_key is not None and not isinstance(targeting_key, str):
+        raise BadRequest("INVALID_CONTEXT", "“targetingKey” must be a string.")
+    if targeting_key is not None and len(targeting_key) > MAX_TARGETING_KEY:
+        raise BadRequest(
+            "INVALID_CONTEXT", f"“targetingKey” is longer than {MAX_TARGETING_KEY} characters."
+        )
+    return context, targeting_key or None
+
+
+def _environment(snapshot: Snapshot, entry: KeyEntry) -> ServedEnvironment | None:
+    return snapshot.environments.get(entry.environment_id)
+
+
+def _count(entry: KeyEntry, results: list[Result], now: float) -> None:
+    tally.add(
+        entry.environment_id,
+        entry.key_id,
+        [(r.key, r.variant) for r in results if isinstance(r, Success)],
+        now,
+    )
+
+
+@_api(("POST",))
+def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
+    """OFREP single-flag evaluation."""
+    snapshot = current()
+    entry = authenticate(request, snapshot)
+    if entry is None:
+        return _unauthorized(key)
+    try:
+        context, targeting_key = _read_context(request)
+    except BadRequest as exc:
+        return _failure(key, exc.code, exc.details, exc.status)
+    environment = _environment(snapshot, entry)
+    now = time.time()
+    if environment is None:
+        result: Result = Failure(key, "FLAG_NOT_FOUND", f"No flag “{key[:64]}” is deployed.", 404)
+    else:
+        result = evaluate(environment, key, context, targeting_key, now)
+    _count(entry, [result], now)
+    if isinstance(result, Failure):
+        return _json(result.as_json(), result.status)
+    return _json(result.as_json())
+
+
+def _etag_matches(request: HttpRequest, etag: str) -> bool:
+    header = request.headers.get("If-None-Match", "")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    candidates = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return etag in candidates
+
+
+@_api(("POST",))
+def evaluate_flags(request: HttpRequest) -> HttpResponse:
+    """OFREP bulk evaluation, with an ETag over the answer."""
+    snapshot = current()
+    entry = authenticate(request, snapshot)
+    if entry is None:
+        return _unauthorized(None)
+    try:
+        context, targeting_key = _read_context(request)
+    except BadRequest as exc:
+        return _failure(None, exc.code, exc.details, exc.status)
+    environment = _environment(snapshot, entry)
+    now = time.time()
+    results = evaluate_all(environment, context, targeting_key, now) if environment else []
+    _count(entry, results, now)
+    payload = {"flags": [r.as_json() for r in results], "metadata": {}}
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    if _etag_matches(request, etag):
+        response = HttpResponse(status=304)
+        response["ETag"] = etag
+        return response
+    response = HttpResponse(body, content_type="application/json")
+    response["ETag"] = etag
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@_api(("GET",))
+def flagd_export(request: HttpRequest) -> HttpResponse:
+    """The environment's stable version as a flagd flag definition."""
+    snapshot = current()
+    entry = authenticate(request, snapshot)
+    if entry is None:
+        return _unauthorized(None)
+    environment = _environment(snapshot, entry)
+    document = flagd.export(environment)
+    response = _json(document)
+    response["Content-Disposition"] = 'inline; filename="flags.json"'
+    return response

@@ -1,0 +1,18 @@
+"""Celery beat tasks: move evaluation counts from Redis into the database, prune old ones."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from flagdash.evaluation import counters
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90, max_retries=0)
+def evaluation_counts_flush_task() -> int:
+    return counters.flush_redis()
+
+
+@shared_task(acks_late=True, soft_time_limit=300, time_limit=360, max_retries=0)
+def evaluation_counts_prune_task() -> int:
+    return counters.prune(timezone.now())

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from flagdash.evaluation import api, views
+
+# Token-authenticated API for applications (mounted at /ofrep/).
+api_urlpatterns = [
+    path("v1/evaluate/flags/<str:key>", api.evaluate_flag, name="ofrep_evaluate_flag"),
+    path("v1/evaluate/flags", api.evaluate_flags, name="ofrep_evaluate_flags"),
+    path("v1/flagd/flags.json", api.flagd_export, name="ofrep_flagd_export"),
+]
+
+# Settings pages for people (mounted at /settings/api-keys/).
+settings_urlpatterns = [
+    path("", views.api_key_list, name="api_keys"),
+    path("<int:key_id>/revoke/", views.api_key_revoke, name="api_key_revoke"),
+]

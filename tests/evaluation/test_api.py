@@ -1,0 +1,266 @@
+"""OFREP over HTTP: answers, errors, auth, ETags, rollouts, and no SQL per evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from flagdash.backends.local import SERVED_TOKEN_CACHE_KEY, sticky_bucket
+from flagdash.deployments import engine
+from flagdash.deployments import services as deployment_services
+from flagdash.evaluation import services as key_services
+from flagdash.evaluation.evaluate import evaluate
+from flagdash.evaluation.models import ApiKey
+from flagdash.evaluation.snapshot import holder
+from flagdash.flags import services as flag_services
+from tests.evaluation.conftest import deploy, new_key, post, set_values
+from tests.factories import make_strategy
+
+pytestmark = pytest.mark.django_db
+
+ONE = "/ofrep/v1/evaluate/flags/"
+ALL = "/ofrep/v1/evaluate/flags"
+
+
+def test_boolean_flag_is_served_statically(api, beta_key):
+    response = post(api, ONE + "old-flow", {"context": {"targetingKey": "u1"}}, beta_key)
+    assert response.status_code == 200
+    assert response.json() == {
+        "key": "old-flow",
+        "value": False,
+        "reason": "DISABLED",
+        "variant": "off",
+        "metadata": {"flagdash.version": 2},
+    }
+
+
+def test_targeting_rule_decides_and_otherwise_default(api, beta_key):
+    staff = post(api, ONE + "new-checkout", {"context": {"email": "ann@example.com"}}, beta_key)
+    other = post(api, ONE + "new-checkout", {"context": {"email": "bob@shop.test"}}, beta_key)
+    assert (staff.json()["value"], staff.json()["reason"], staff.json()["variant"]) == (
+        False,
+        "TARGETING_MATCH",
+        "off",
+    )
+    assert (other.json()["value"], other.json()["reason"]) == (True, "DEFAULT")
+
+
+def test_float_flag_answers_a_json_float(api, beta_key):
+    response = post(api, ONE + "discount-rate", {"context": {}}, beta_key)
+    assert b'"value":1.0' in response.content
+    assert response.json()["reason"] == "STATIC"
+
+
+def test_split_needs_a_targeting_key(api, beta_key):
+    response = post(api, ONE + "button-color", {"context": {"country": "US"}}, beta_key)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "TARGETING_KEY_MISSING"
+
+
+def test_split_is_sticky_per_targeting_key(api, beta_key):
+    seen = {}
+    for user in ("u1", "u2", "u3", "u4", "u5", "u6"):
+        ctx = {"context": {"targetingKey": user, "country": "US"}}
+        first = post(api, ONE + "button-color", ctx, beta_key).json()
+        again = post(api, ONE + "button-color", ctx, beta_key).json()
+        assert first == again
+        assert first["reason"] == "SPLIT"
+        seen[user] = first["variant"]
+    assert set(seen.values()) <= {"blue", "green"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({}, {"context": {}}),
+        ({"Authorization": "Bearer fdk_" + "x" * 40}, {"context": {}}),
+        ({"Authorization": "Basic abc"}, {"context": {}}),
+        ({"X-API-Key": "nope"}, {"context": {}}),
+    ],
+)
+def test_missing_or_wrong_key_is_401(api, beta_key, headers, body):
+    response = post(api, ONE + "new-checkout", body, **headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert "value" not in response.json()
+
+
+def test_x_api_key_header_works(api, beta_key):
+    response = post(api, ONE + "new-checkout", {}, **{"X-API-Key": beta_key})
+    assert response.status_code == 200
+
+
+def test_key_of_another_environment_sees_nothing_of_this_one(api, served, production):
+    production_key = new_key(production)
+    response = post(api, ONE + "new-checkout", {"context": {}}, production_key)
+    assert response.status_code == 404
+    assert response.json()["errorCode"] == "FLAG_NOT_FOUND"
+    assert post(api, ALL, {}, production_key).json()["flags"] == []
+
+
+def test_revoked_key_stops_working(api, beta_key):
+    assert post(api, ONE + "new-checkout", {}, beta_key).status_code == 200
+    key = ApiKey.objects.get(key_hash=key_services.key_hash(beta_key))
+    key_services.api_key_revoke(actor=None, key=key)
+    holder.reset()
+    assert post(api, ONE + "new-checkout", {}, beta_key).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ("not json", 400, "PARSE_ERROR"),
+        ("[1, 2]", 400, "PARSE_ERROR"),
+        ('{"context": "me"}', 400, "INVALID_CONTEXT"),
+        ('{"context": {"targetingKey": 42}}', 400, "INVALID_CONTEXT"),
+        (b"\xff\xfe", 400, "PARSE_ERROR"),
+        ("[" * 100_000, 413, "INVALID_CONTEXT"),
+        ('{"context": {"a": "' + "x" * 70_000 + '"}}', 413, "INVALID_CONTEXT"),
+    ],
+)
+def test_bad_input_gets_the_spec_error_shape(api, beta_key, body, status, code):
+    for path in (ONE + "new-checkout", ALL):
+        response = post(api, path, body, beta_key)
+        assert response.status_code == status
+        data = response.json()
+        assert data["errorCode"] == code
+        assert data["errorDetails"]
+        if path != ALL:
+            assert data["key"] == "new-checkout"
+
+
+def test_deeply_nested_context_is_refused_not_a_500(api, beta_key):
+    body = '{"context": {"a": ' + "[" * 20_000 + "]" * 20_000 + "}}"
+    response = post(api, ONE + "new-checkout", body, beta_key)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "PARSE_ERROR"
+
+
+def test_unknown_flag_is_404(api, beta_key):
+    response = post(api, ONE + "no-such-flag", {}, beta_key)
+    assert response.status_code == 404
+    assert response.json() == {
+        "key": "no-such-flag",
+        "errorCode": "FLAG_NOT_FOUND",
+        "errorDetails": "No flag “no-such-flag” is deployed in checkout/beta.",
+    }
+
+
+def test_get_is_405_in_json(api, beta_key):
+    response = api.get(ONE + "new-checkout", headers={"Authorization": f"Bearer {beta_key}"})
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response.json()["errorCode"] == "GENERAL"
+
+
+def test_bulk_answers_every_flag_with_an_etag_and_304(api, beta_key):
+    ctx = {"context": {"targetingKey": "u1", "country": "US"}}
+    response = post(api, ALL, ctx, beta_key)
+    assert response.status_code == 200
+    flags = {f["key"]: f for f in response.json()["flags"]}
+    assert set(flags) == {
+        "banner",
+        "button-color",
+        "discount-rate",
+        "max-items",
+        "new-checkout",
+        "old-flow",
+    }
+    assert flags["max-items"]["value"] == 250
+    assert flags["banner"]["value"] == {"text": "Sale", "percent": 20}
+    etag = response["ETag"]
+    again = post(api, ALL, ctx, beta_key, **{"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again["ETag"] == etag
+    other = post(api, ALL, {"context": {"targetingKey": "u1"}}, beta_key, **{"If-None-Match": etag})
+    assert other.status_code in (200, 304)
+    if other.status_code == 200:
+        assert other["ETag"] != etag
+
+
+def test_bulk_failure_items_carry_their_error(api, beta_key):
+    response = post(api, ALL, {"context": {"country": "US"}}, beta_key)
+    flags = {f["key"]: f for f in response.json()["flags"]}
+    assert flags["button-color"]["errorCode"] == "TARGETING_KEY_MISSING"
+    assert flags["new-checkout"]["value"] is True
+
+
+def test_etag_changes_after_a_deployment(api, served, beta, beta_key):
+    first = post(api, ALL, {}, beta_key)["ETag"]
+    set_values(served["off"], beta, enabled=True)
+    deploy(beta)
+    response = post(api, ALL, {}, beta_key, **{"If-None-Match": first})
+    assert response.status_code == 200
+    assert response["ETag"] != first
+
+
+def test_unsaved_edits_are_not_served(api, served, beta, beta_key):
+    set_values(served["off"], beta, enabled=True)  # working state only: no version, no deployment
+    holder.reset()
+    assert post(api, ONE + "old-flow", {}, beta_key).json()["value"] is False
+
+
+def test_no_sql_per_evaluation_after_warm_up(api, beta_key, django_assert_num_queries, settings):
+    settings.OFREP_REFRESH_SECONDS = 1
+    post(api, ONE + "new-checkout", {}, beta_key)  # loads the snapshot
+    with django_assert_num_queries(0):
+        for _ in range(20):
+            assert post(api, ONE + "new-checkout", {}, beta_key).status_code == 200
+            assert post(api, ALL, {"context": {"targetingKey": "u"}}, beta_key).status_code == 200
+            assert post(api, ONE + "missing", {}, beta_key).status_code == 404
+
+
+def test_a_changed_cache_token_reloads_within_the_refresh_interval(api, served, beta, beta_key):
+    assert post(api, ONE + "old-flow", {}, beta_key).json()["value"] is False
+    set_values(served["off"], beta, enabled=True)
+    # Deploy without resetting the holder: only the cache token tells this process.
+    v = flag_services.config_version_create(actor=None, environment=beta, message="on")
+    d = deployment_services.deployment_create(
+        actor=None,
+        environment=beta,
+        version=v,
+        strategy=deployment_services.strategy_by_name("flagdash.Immediate"),
+    )
+    with engine.without_nudges():
+        engine.deployment_advance(d.pk)
+    assert post(api, ONE + "old-flow", {}, beta_key).json()["value"] is False  # token unchanged
+    cache.set(SERVED_TOKEN_CACHE_KEY, "changed")  # what the backend does after its commit
+    assert post(api, ONE + "old-flow", {}, beta_key).json()["value"] is True
+
+
+def test_gradual_rollout_serves_the_candidate_to_its_share(api, served, beta, beta_key):
+    strategy = make_strategy("Quarter steps", duration_minutes=4, growth_factor=25)
+    set_values(served["off"], beta, enabled=True)
+    deploy(beta, strategy=strategy.name)  # first step: 25 % see the new version
+    answers = {}
+    for i in range(400):
+        user = f"user-{i}"
+        body = post(api, ONE + "old-flow", {"context": {"targetingKey": user}}, beta_key).json()
+        answers[user] = body["value"]
+        assert body["value"] is (sticky_bucket(user, "old-flow") < 25)
+    share = sum(answers.values()) / len(answers)
+    assert 0.18 < share < 0.32
+    no_key = post(api, ONE + "old-flow", {"context": {}}, beta_key).json()
+    assert no_key["value"] is False  # no targeting key: the stable version
+
+
+def test_evaluation_does_not_touch_the_database_even_for_a_fresh_context(beta_key, api):
+    post(api, ONE + "new-checkout", {}, beta_key)
+    snapshot = holder.get()
+    environment = next(iter(e for e in snapshot.environments.values() if e.stable))
+    with CaptureQueriesContext(connection) as queries:
+        for i in range(100):
+            evaluate(environment, "button-color", {"country": "US"}, f"k{i}")
+    assert len(queries) == 0
+
+
+def test_response_is_json_with_no_cookie(api, beta_key):
+    response = post(api, ONE + "new-checkout", {}, beta_key)
+    assert response["Content-Type"] == "application/json"
+    assert not response.cookies
+    assert json.loads(response.content)["key"] == "new-checkout"
