@@ -24,7 +24,14 @@ from flagdash.core.parsing import positive_int
 from flagdash.deployments import services as deployment_services
 from flagdash.deployments.models import Deployment, DeploymentStrategy
 from flagdash.flags import documents, selectors, services
-from flagdash.flags.api_base import ApiError, FieldErrors, json_response, not_found, payload
+from flagdash.flags.api_base import (
+    ApiError,
+    FieldErrors,
+    Payload,
+    json_response,
+    not_found,
+    payload,
+)
 from flagdash.flags.models import (
     Application,
     ConfigVersion,
@@ -829,6 +836,67 @@ def version_deploy(request: HttpRequest, app_key: str, env_key: str, number: int
 
 def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return json_response(deployment_data(_deployment(pk)))
+
+
+def _reason(request: HttpRequest, *, extra: tuple[str, ...] = ()) -> tuple[str, Payload]:
+    body = payload(request, allowed=("reason", *extra))
+    reason = body.string("reason", default="")
+    return reason, body
+
+
+def _accepted(d: Deployment) -> HttpResponse:
+    response = json_response(deployment_data(_deployment(d.pk)), status=202)
+    response["Location"] = reverse("api_deployment", args=[d.pk])
+    return response
+
+
+def deployment_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop a running deployment, or roll back the live completed one (202: the deployment that
+    carries the rollback: the same one, or a new restore)."""
+    d = _deployment(pk)
+    permissions.require_edit_environment(request.user, d.environment)
+    reason, body = _reason(request)
+    body.check()
+    result = deployment_services.deployment_rollback(
+        actor=request.user, deployment=d, reason=reason
+    )
+    return _accepted(result)
+
+
+def deployment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Take a queued deployment out of the queue (200: the cancelled deployment)."""
+    d = _deployment(pk)
+    permissions.require_edit_environment(request.user, d.environment)
+    payload(request, allowed=()).check()
+    deployment_services.deployment_cancel(actor=request.user, deployment=d)
+    return json_response(deployment_data(_deployment(d.pk)))
+
+
+def deployment_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Deploy a failed deployment's version again (202: the new deployment)."""
+    d = _deployment(pk)
+    permissions.require_edit_environment(request.user, d.environment)
+    body = payload(request, allowed=("overwrite_drift",))
+    overwrite = body.boolean("overwrite_drift", default=False)
+    body.check()
+    retry = deployment_services.deployment_retry(
+        actor=request.user, deployment=d, overwrite_drift=bool(overwrite)
+    )
+    return _accepted(retry)
+
+
+def version_rollback(request: HttpRequest, app_key: str, env_key: str, number: int) -> HttpResponse:
+    """Roll back to this version: deploy it at once, recorded as a rollback (202)."""
+    app = _app(app_key)
+    environment = _env(app, env_key)
+    version = _version(environment, number)
+    permissions.require_edit_environment(request.user, environment)
+    reason, body = _reason(request)
+    body.check()
+    restore = deployment_services.version_restore(
+        actor=request.user, environment=environment, version=version, reason=reason
+    )
+    return _accepted(restore)
 
 
 def unknown_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:

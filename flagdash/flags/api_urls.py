@@ -35,7 +35,23 @@ urlpatterns = [
     path(version, resource(GET=api.version_detail), name="api_version"),
     path(version + "diff/", resource(GET=api.version_diff), name="api_version_diff"),
     path(version + "deploy/", resource(POST=api.version_deploy), name="api_version_deploy"),
+    path(version + "rollback/", resource(POST=api.version_rollback), name="api_version_rollback"),
     path("deployments/<int:pk>/", resource(GET=api.deployment_detail), name="api_deployment"),
+    path(
+        "deployments/<int:pk>/rollback/",
+        resource(POST=api.deployment_rollback),
+        name="api_deployment_rollback",
+    ),
+    path(
+        "deployments/<int:pk>/cancel/",
+        resource(POST=api.deployment_cancel),
+        name="api_deployment_cancel",
+    ),
+    path(
+        "deployments/<int:pk>/retry/",
+        resource(POST=api.deployment_retry),
+        name="api_deployment_retry",
+    ),
     re_path(
         r"^(?P<rest>.*)$",
         resource(**dict.fromkeys(("GET", "POST", "PUT", "PATCH", "DELETE"), api.unknown_endpoint)),

@@ -249,3 +249,117 @@ def test_outsiders_cannot_read_deployments(outsider_api, editor, beta, flag):
     d = services.flag_set_enabled(actor=editor, flag=flag, environment=beta, enabled=True)
     response = outsider_api.get(f"deployments/{d.deployment.pk}/")
     assert response.status_code == 403
+
+
+# --- stopping, rolling back, cancelling, deploying again -------------------------------------
+
+
+def rolling(clock, beta, v2):
+    d = deployment_services.deployment_create(
+        actor=None,
+        environment=beta,
+        version=v2,
+        strategy=make_strategy("linear-4m", duration_minutes=4, growth_factor=25),
+    )
+    run_due(clock)
+    return Deployment.objects.get(pk=d.pk)
+
+
+def test_an_editor_stops_a_rollout_with_a_reason(clock, editor_api, beta, v2):
+    d = rolling(clock, beta, v2)
+    response = editor_api.post(f"deployments/{d.pk}/rollback/", {"reason": "5xx up"})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["id"] == d.pk and body["rollback"]["reason"] == "5xx up"
+    assert body["rollback"]["by"] == "editor"
+    run_due(clock)
+    assert Deployment.objects.get(pk=d.pk).state == "rolled_back"
+
+
+def test_a_rollback_needs_a_reason_and_changes_nothing_without_one(clock, editor_api, beta, v2):
+    d = rolling(clock, beta, v2)
+    before = counts()
+    response = editor_api.post(f"deployments/{d.pk}/rollback/", {})
+    assert response.status_code == 422
+    assert error_of(response)["fields"]["reason"][0]["code"] == "required"
+    wrong = editor_api.post(f"deployments/{d.pk}/rollback/", {"reason": 5})
+    assert wrong.status_code == 400
+    assert counts() == before and Deployment.objects.get(pk=d.pk).rollback_requested_at is None
+
+
+def test_rolling_back_the_live_deployment_answers_the_restore(clock, editor_api, beta, v2):
+    first = deployment_services.deployment_create(
+        actor=None, environment=beta, version=v2, strategy=None
+    )
+    run_due(clock)
+    clock.tick(3600)
+    run_due(clock)
+    v3 = services.flag_set_enabled(
+        actor=None, flag=beta.flag_settings.first().flag, environment=beta, enabled=True
+    ).deployment
+    run_due(clock)
+    clock.tick(3600)
+    run_due(clock)
+    assert Deployment.objects.get(pk=v3.pk).state == "complete" and first.pk != v3.pk
+    response = editor_api.post(f"deployments/{v3.pk}/rollback/", {"reason": "bad"})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["kind"] == "restore" and body["restores"] == v3.pk and body["version"] == 2
+    again = editor_api.post(f"deployments/{v3.pk}/rollback/", {"reason": "bad"})
+    assert again.status_code == 422  # one restore is enough
+
+
+def test_rolling_back_to_a_version(clock, editor_api, beta, v2):
+    rolling(clock, beta, v2)
+    response = editor_api.post(BETA_VERSIONS + "1/rollback/", {"reason": "go back"})
+    assert response.status_code == 202
+    assert response.json()["kind"] == "restore" and response.json()["version"] == 1
+
+
+def test_cancelling_a_queued_deployment(clock, editor_api, beta, v2):
+    d = rolling(clock, beta, v2)
+    waiting = services.flag_set_enabled(
+        actor=None, flag=beta.flag_settings.first().flag, environment=beta, enabled=True
+    ).deployment
+    response = editor_api.post(f"deployments/{waiting.pk}/cancel/", {})
+    assert response.status_code == 200 and response.json()["state"] == "cancelled"
+    running = editor_api.post(f"deployments/{d.pk}/cancel/", {})
+    assert running.status_code == 422
+    assert Deployment.objects.get(pk=d.pk).state == "deploying"
+
+
+def test_deploying_a_failed_deployment_again(clock, editor_api, beta, v2, monkeypatch):
+    from flagdash.backends.base import PermanentBackendError
+    from flagdash.backends.local import LocalBackend
+
+    def refuse(self, spec, now):
+        raise PermanentBackendError("AccessDenied")
+
+    monkeypatch.setattr(LocalBackend, "start", refuse)
+    d = rolling(clock, beta, v2)
+    assert d.state == "failed"
+    monkeypatch.undo()
+    response = editor_api.post(f"deployments/{d.pk}/retry/", {"overwrite_drift": True})
+    assert response.status_code == 422  # it did not fail because of drift
+    response = editor_api.post(f"deployments/{d.pk}/retry/", {})
+    assert response.status_code == 202 and response.json()["version"] == 2
+    assert response.json()["id"] != d.pk
+
+
+def test_who_may_stop_roll_back_cancel_and_retry(
+    clock, viewer_api, editor_api, beta, production, v2
+):
+    d = rolling(clock, beta, v2)
+    before = counts()
+    for path, body in (
+        (f"deployments/{d.pk}/rollback/", {"reason": "x"}),
+        (f"deployments/{d.pk}/cancel/", {}),
+        (f"deployments/{d.pk}/retry/", {}),
+        (BETA_VERSIONS + "1/rollback/", {"reason": "x"}),
+    ):
+        assert viewer_api.post(path, body).status_code == 403
+    prod_v = services.config_version_create(actor=None, environment=production, message="p")
+    prod = deployment_services.deployment_create(actor=None, environment=production, version=prod_v)
+    assert editor_api.post(f"deployments/{prod.pk}/cancel/", {}).status_code == 403
+    assert counts()[0] == before[0] + 1  # only the production deployment created above
+    assert editor_api.post("deployments/99999/rollback/", {"reason": "x"}).status_code == 404
