@@ -186,6 +186,10 @@ class DeploymentSpec:
     restores_backend_ref: str = ""
     restores_backend_data: dict[str, Any] = field(default_factory=dict)
     overwrite_drift: bool = False  # a person chose to overwrite changes made outside flagdash
+    # The strategy as it was when the deployment was created (DeploymentStrategy.snapshot():
+    # name, duration_minutes, growth_type, growth_factor, final_bake_minutes), unscaled by
+    # DEPLOYMENT_CLOCK_SPEED: AWS rolls out with its own strategies.
+    strategy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,7 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 def backend_for(connection: BackendConnection) -> Backend:
     """The backend implementation of a connection (raises PermanentBackendError if none)."""
-    from flagdash.backends import local  # noqa: F401  (registers the built-in backend)
+    from flagdash.backends import aws_appconfig, local  # noqa: F401  (register the backends)
 
     try:
         cls = _REGISTRY[connection.kind]

@@ -325,6 +325,7 @@ def build_spec(d: Deployment) -> DeploymentSpec:
         restores_backend_ref=d.restores.backend_ref if d.restores else "",
         restores_backend_data=dict(d.restores.backend_data) if d.restores else {},
         overwrite_drift=d.overwrite_drift,
+        strategy=dict(d.plan),
     )
 
 
