@@ -104,7 +104,7 @@ BUSY_RETRY_SECONDS = 15.0
 # call never holds a worker long.
 CONNECT_TIMEOUT_SECONDS = 3.0
 READ_TIMEOUT_SECONDS = 8.0
-MAX_ATTEMPTS = 2
+MAX_ATTEMPTS = 2  # in all, the first try included
 ACTIVE_AWS_STATES = ("DEPLOYING", "VALIDATING", "BAKING", "ROLLING_BACK")
 STATE_MAP: dict[str, RolloutState] = {
     "DEPLOYING": "deploying",
@@ -293,7 +293,7 @@ def make_client(region: str, endpoint_url: str = "") -> Any:
         raise PermanentBackendError("The connection has no AWS region: set one in its settings.")
     config = Config(
         region_name=region,
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         user_agent_extra="flagdash",
@@ -994,12 +994,9 @@ class AwsAppConfigBackend(Backend):
 
     def _busy(self, running: dict[str, Any]) -> BackendBusy:
         number = running["DeploymentNumber"]
-        state = str(running.get("State", "")).lower().replace("_", " ")
-        share = running.get("PercentageComplete")
-        progress = f", {share:g} %" if isinstance(share, int | float) else ""
         return BackendBusy(
-            f"Waiting for deployment {number} in AWS ({state}{progress}) to finish: AWS runs one "
-            f"deployment at a time in {self.env_resource}, and flagdash did not start this one.",
+            f"Waiting for deployment {number} in AWS to finish: AWS runs one deployment at a "
+            f"time in {self.env_resource}, and flagdash did not start this one.",
             retry_in=BUSY_RETRY_SECONDS,
         )
 

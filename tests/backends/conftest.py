@@ -116,3 +116,17 @@ class Clocks:
 @pytest.fixture
 def clocks(fake) -> Clocks:
     return Clocks(fake)
+
+
+@pytest.fixture
+def flag(app, envs):
+    """A short-term flag with a remove-by date (AWS: ``_deprecation``)."""
+    from tests.factories import make_flag
+
+    return make_flag(
+        app,
+        "allow-bitcoin-at-checkout",
+        name="Allow bitcoin at checkout",
+        short_term=True,
+        remove_by=dt.date(2027, 3, 31),
+    )
