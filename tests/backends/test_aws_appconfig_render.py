@@ -44,7 +44,12 @@ def document(**flags: dict[str, Any]) -> dict[str, Any]:
 def attribute(type: str, **constraint: Any) -> dict[str, Any]:
     required = constraint.pop("required", False)
     description = constraint.pop("description", "")
-    return {"type": type, "description": description, "required": required, "constraint": constraint}
+    return {
+        "type": type,
+        "description": description,
+        "required": required,
+        "constraint": constraint,
+    }
 
 
 def refused(doc: dict[str, Any]) -> list[str]:
@@ -232,11 +237,7 @@ def test_a_multi_variant_flag_carries_its_default_variant():
             "flag f, attribute a: AWS has no attribute type for 'money'",
         ),
         (
-            {
-                "f": entry(
-                    attributes={"a": attribute("string")}, attribute_values={"a": "v" * 1025}
-                )
-            },
+            {"f": entry(attributes={"a": attribute("string")}, attribute_values={"a": "v" * 1025})},
             "flag f, attribute a: AWS takes string values of at most 1024 characters",
         ),
         (
@@ -309,7 +310,12 @@ def test_what_aws_serves_reads_back_as_flagdash_flags():
                 "regions": attribute("string_list", enum=["eu"]),
                 "launch": attribute("date"),
             },
-            attribute_values={"color": "#000000", "limit": 2, "regions": ["eu"], "launch": "2027-01-01"},
+            attribute_values={
+                "color": "#000000",
+                "limit": 2,
+                "regions": ["eu"],
+                "launch": "2027-01-01",
+            },
         )
     )
     back = parse_document(render_document(original), "checkout", "beta")

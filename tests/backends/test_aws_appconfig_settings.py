@@ -148,13 +148,13 @@ def test_create_in_aws_creates_the_application_profile_and_environment(fake):
 
 
 def test_create_in_aws_twice_reuses_what_exists(fake):
-    args = dict(
-        region=REGION,
-        endpoint_url=fake.url,
-        application_name="checkout",
-        profile_name="flags",
-        environment_name="beta",
-    )
+    args = {
+        "region": REGION,
+        "endpoint_url": fake.url,
+        "application_name": "checkout",
+        "profile_name": "flags",
+        "environment_name": "beta",
+    }
     first = provision(**args)
     again = provision(**args)
     production = provision(**{**args, "environment_name": "production"})
@@ -196,7 +196,7 @@ def test_using_an_existing_profile_of_another_type_is_refused(fake):
             environment_name="beta",
             application_id=app_id,
         )
-    with pytest.raises(PermanentBackendError, match="is of type AWS.Freeform"):
+    with pytest.raises(PermanentBackendError, match=r"is of type AWS\.Freeform"):
         provision(
             region=REGION,
             endpoint_url=fake.url,
@@ -210,13 +210,13 @@ def test_using_an_existing_profile_of_another_type_is_refused(fake):
 
 
 def test_create_in_aws_reports_permissions_and_outages(fake):
-    args = dict(
-        region=REGION,
-        endpoint_url=fake.url,
-        application_name="checkout",
-        profile_name="flags",
-        environment_name="beta",
-    )
+    args = {
+        "region": REGION,
+        "endpoint_url": fake.url,
+        "application_name": "checkout",
+        "profile_name": "flags",
+        "environment_name": "beta",
+    }
     fake.deny("CreateApplication")
     with pytest.raises(PermanentBackendError, match="appconfig:CreateApplication"):
         provision(**args)
