@@ -298,8 +298,14 @@ def make_client(region: str, endpoint_url: str = "") -> Any:
         read_timeout=READ_TIMEOUT_SECONDS,
         user_agent_extra="flagdash",
     )
-    session = boto3.session.Session()
-    return session.client("appconfig", endpoint_url=endpoint_url or None, config=config)
+    try:
+        session = boto3.session.Session()
+        return session.client("appconfig", endpoint_url=endpoint_url or None, config=config)
+    except (BotoCoreError, ValueError) as exc:  # a malformed region or endpoint URL
+        raise PermanentBackendError(
+            f"flagdash cannot use region “{region}” with endpoint “{endpoint_url or 'AWS'}”: "
+            f"{exc}. Correct the connection's settings."
+        ) from exc
 
 
 class _Aws:
@@ -1252,6 +1258,9 @@ class AwsAppConfigBackend(Backend):
         except BackendError as exc:
             details = [*verified, *getattr(exc, "details", [])]
             return CheckResult(False, exc.message, details)
+        except Exception as exc:  # "test connection" reports, never raises
+            logger.exception("AWS AppConfig connection check failed unexpectedly")
+            return CheckResult(False, f"The check failed unexpectedly: {exc!r}", verified)
         return CheckResult(
             True,
             f"Connected to AWS AppConfig in {self.region}: flagdash can deploy to environment "

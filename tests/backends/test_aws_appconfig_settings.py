@@ -102,6 +102,14 @@ def test_an_unreachable_endpoint_is_reported_without_raising(aws):
     assert not result.ok and "Could not reach AWS AppConfig" in result.message
 
 
+@pytest.mark.parametrize(
+    "options", [{"endpoint_url": "not a url"}, {"region": "eu west 1"}], ids=["endpoint", "region"]
+)
+def test_a_malformed_endpoint_or_region_is_reported_without_raising(aws, options):
+    result = backend_with(aws, **options).check()
+    assert not result.ok and "Correct the connection's settings" in result.message
+
+
 def test_an_incomplete_connection_says_what_is_missing(aws):
     result = backend_with(aws, environment_id="", region="").check()
     assert not result.ok
