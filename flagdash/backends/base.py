@@ -275,7 +275,7 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 def backend_for(connection: BackendConnection) -> Backend:
     """The backend implementation of a connection (raises PermanentBackendError if none)."""
-    from flagdash.backends import local  # noqa: F401  (registers the built-in backend)
+    from flagdash.backends import aws_appconfig, local  # noqa: F401  (register the backends)
 
     try:
         cls = _REGISTRY[connection.kind]

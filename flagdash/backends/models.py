@@ -71,3 +71,40 @@ class LocalRollout(models.Model):
 
     def __str__(self) -> str:
         return f"local rollout of deployment {self.deployment_id}"
+
+
+class AwsAppConfigDeployment(models.Model):
+    """What the AWS AppConfig backend asked AWS for on behalf of one flagdash deployment.
+
+    Written before each AWS call that creates something, so a start repeated after a crash looks
+    for what the interrupted attempt did instead of doing it twice: the hosted version (found by
+    ``version_label``) and the AWS deployment. The rows of one configuration profile also tell
+    which hosted versions flagdash wrote (for any flagdash environment sharing the profile), so
+    a version written by someone else is seen as drift and not overwritten silently.
+    """
+
+    deployment_id = models.BigIntegerField(unique=True)
+    region = models.CharField(max_length=32)
+    application_id = models.CharField(max_length=64)
+    configuration_profile_id = models.CharField(max_length=128)
+    environment_id = models.CharField(max_length=64)
+    version_label = models.CharField(max_length=64)
+    version_number = models.PositiveIntegerField(null=True, blank=True)
+    start_requested_at = models.DateTimeField(null=True, blank=True)
+    aws_deployment_number = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["region", "application_id", "configuration_profile_id", "version_number"],
+                name="aws_deployment_profile",
+            ),
+            models.Index(
+                fields=["region", "application_id", "configuration_profile_id", "version_label"],
+                name="aws_deployment_label",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"AWS AppConfig deployment for #{self.deployment_id} ({self.version_label})"
