@@ -3,10 +3,12 @@ connection string in a process environment variable, and an environment deployin
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from flagdash.backends.models import BackendConnection, BackendKind
 from flagdash.deployments import services as deployment_services
@@ -21,9 +23,22 @@ CONNECTION_ENV = "FLAGDASH_TEST_AZURE_APPCONFIG"
 LABEL = "staging"
 
 
+class FrozenClock(Clock):
+    """The engine's ``now``, standing still unless the test moves it (an hour ahead of real
+    time, so whatever the services create with the real time is due)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = timezone.now() + dt.timedelta(hours=1)
+
+    @property
+    def now(self) -> dt.datetime:
+        return self.start + self.offset
+
+
 @pytest.fixture
 def clock():
-    return Clock()
+    return FrozenClock()
 
 
 @pytest.fixture

@@ -328,8 +328,10 @@ class FakeAppConfig:
         }
 
     def count(
-        self, method: str | None = None, path_prefix: str = "", *, status: int | None = None
+        self, method: str | None = None, path_prefix: str = "/", *, status: int | None = None
     ) -> int:
+        """Calls received (method, decoded path starting with ``path_prefix``, status)."""
+        _check_prefix(path_prefix)
         with self._lock:
             return sum(
                 1
@@ -395,6 +397,7 @@ class FakeAppConfig:
         retry_after: float | None = None,
     ) -> None:
         """The next ``times`` matching requests answer ``status`` (429, 500, 503, …)."""
+        _check_prefix(path_prefix)
         with self._lock:
             self._faults.append(Fault(method.upper(), path_prefix, status, times, retry_after))
 
@@ -408,6 +411,7 @@ class FakeAppConfig:
         after: bool = False,
     ) -> None:
         """Slow answers. ``after=True``: the request takes effect, then the answer is late."""
+        _check_prefix(path_prefix)
         with self._lock:
             self._faults.append(
                 Fault(method.upper(), path_prefix, 0, times, None, seconds, delay_after=after)
@@ -453,6 +457,11 @@ class FakeAppConfig:
         return f"{self._sync_id}={value};sn={self._state.sequence}"
 
 
+def _check_prefix(path_prefix: str) -> None:
+    if not path_prefix.startswith("/"):
+        raise ValueError(f"a path prefix starts with '/' (as in '/kv/…'), not {path_prefix!r}")
+
+
 def _etags(header: str) -> set[str]:
     return {part.strip().strip('"') for part in header.split(",") if part.strip()}
 
@@ -488,6 +497,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.status_sent = 0
         try:
             self._handle(method, split.path)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up waiting (a timeout test)
         finally:
             with self.fake._lock:
                 self.fake.calls.append(
