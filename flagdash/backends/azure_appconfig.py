@@ -89,6 +89,9 @@ if TYPE_CHECKING:
     from azure.appconfiguration import AzureAppConfigurationClient
 
 logger = logging.getLogger(__name__)
+# The SDK logs every request and response (headers redacted) at INFO: quiet unless asked for.
+http_logger = logging.getLogger(f"{__name__}.http")
+http_logger.setLevel(logging.WARNING)
 
 API_VERSION = "2023-11-01"
 FEATURE_FLAG_PREFIX = ".appconfig.featureflag/"
@@ -451,9 +454,11 @@ class AzureAppConfigBackend(Backend):
         if self._client_cache is not None:
             return self._client_cache
         from azure.appconfiguration import AzureAppConfigurationClient
+        from azure.core.pipeline.policies import HttpLoggingPolicy
 
         common: dict[str, Any] = {
             "api_version": API_VERSION,
+            "http_logging_policy": HttpLoggingPolicy(logger=http_logger),
             "retry_policy": _ModestRetry.build(_retries(), max_wait=min(5.0, _timeout())),
             "connection_timeout": min(5.0, _timeout()),
             "read_timeout": _timeout(),

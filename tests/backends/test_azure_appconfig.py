@@ -143,6 +143,7 @@ def test_a_gradual_enable_steps_the_targeting_percentage_on_the_plans_schedule(
     assert value["conditions"]["client_filters"] == []  # at 100 % the filter is gone
     writes = [w for w in azure.writes if w.key == KEY]
     assert len(writes) == 4  # one write per step, none repeated
+    assert azure.count() == 5  # and one list of the label's flags before the first
 
     clock.tick(60)  # the 4-minute rollout is over: the 2-minute bake starts
     run_due(clock)
@@ -294,3 +295,27 @@ def test_current_maps_the_settings_back_to_flagdash_documents(
         {"name": "blue", "value": "#0000ff"},
         {"name": "green", "value": "#00ff00"},
     ]
+
+
+def test_a_linear_20_percent_every_6_minutes_rollout_costs_one_list_and_a_write_per_step(
+    clock, azure, staging, promo
+):
+    """Polls between steps and during the 30-minute bake make no Azure requests."""
+    from flagdash.deployments.models import DeploymentStrategy
+
+    strategy = DeploymentStrategy.objects.get(name="AppConfig.Linear20PercentEvery6Minutes")
+    set_flag(promo, staging, enabled=True)
+    d = deploy(staging, strategy)
+    azure.reset_calls()
+    polls = 0
+    for _ in range(60 * 2 + 2):  # an hour, every 30 s (DEPLOYMENT_POLL_MAX_SECONDS)
+        polls += len(run_due(clock))
+        if reload(d).state == "complete":
+            break
+        clock.tick(30)
+    d = reload(d)
+    assert d.state == "complete"
+    assert percentages(d) == [20, 40, 60, 80, 100]
+    assert polls > 60  # the engine looked often…
+    assert azure.count("GET") == 1 and azure.count("PUT") == 5  # …Azure saw 6 requests
+    assert azure.count() == 6

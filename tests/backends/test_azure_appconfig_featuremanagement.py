@@ -180,3 +180,39 @@ def test_attribute_values_ride_in_telemetry_metadata_which_microsoft_tolerates(
     fm = FeatureManager(feature_management(azure), on_feature_evaluated=evaluated.append)
     assert fm.is_enabled("promo-banner", "user-1")
     assert evaluated == []  # telemetry is off: nothing is sent anywhere
+
+
+def test_a_multivariant_flag_turned_off_gradually_keeps_the_old_variant_for_the_rest(
+    clock, azure, staging, checkout_button, tens, at_once
+):
+    set_flag(checkout_button, staging, enabled=True, default_variant="green")
+    deploy(staging, at_once)
+    run_due(clock)
+    set_flag(checkout_button, staging, enabled=False, default_variant="blue")
+    d = deploy(staging, tens)
+    step_to(clock, d, 30)
+    fm = manager(azure)
+    variants = [fm.get_variant("checkout-button", user) for user in USERS]
+    green = sum(1 for v in variants if v is not None and v.configuration == "#00ff00")
+    assert {v.configuration for v in variants if v is not None} == {"#00ff00"}
+    assert abs(100 * green / len(USERS) - 70) <= 2  # 30 % have the new version: off
+    step_to(clock, d, 100)
+    fm = manager(azure)
+    assert all(fm.get_variant("checkout-button", user) is None for user in USERS[:500])
+
+
+def test_a_removed_flag_that_was_on_turns_off_gradually_then_is_deleted(
+    clock, azure, staging, promo, checkout_button, tens, at_once
+):
+    set_flag(promo, staging, enabled=True)
+    deploy(staging, at_once)
+    run_due(clock)
+    flag_services.flag_set_archived(actor=None, flag=promo, archived=True)
+    d = deploy(staging, tens, "promo removed")
+    step_to(clock, d, 30)
+    assert abs(share_enabled(manager(azure), "promo-banner") - 70) <= 2
+    step_to(clock, d, 90)
+    assert "promo-banner" in flag_values(azure)
+    step_to(clock, d, 100)
+    assert "promo-banner" not in flag_values(azure)
+    assert not manager(azure).is_enabled("promo-banner", "user-1")  # unknown: off
