@@ -59,6 +59,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -408,6 +409,14 @@ def _retries() -> int:
     return int(getattr(settings, "AZURE_APPCONFIG_RETRIES", 2))
 
 
+@functools.cache
+def _default_credential() -> Any:
+    """One DefaultAzureCredential per process, so its tokens are cached between calls."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
 def _format_time(when: dt.datetime | None) -> str:
     return f" (last modified {when:%Y-%m-%d %H:%M} UTC)" if when else ""
 
@@ -500,9 +509,7 @@ class AzureAppConfigBackend(Backend):
                     f"The endpoint {endpoint} must start with https:// to sign in with "
                     "DefaultAzureCredential (Microsoft Entra ID)."
                 )
-            from azure.identity import DefaultAzureCredential
-
-            client = AzureAppConfigurationClient(endpoint, DefaultAzureCredential(), **common)
+            client = AzureAppConfigurationClient(endpoint, _default_credential(), **common)
             self._auth = "DefaultAzureCredential"
         self._endpoint_cache = endpoint.rstrip("/").lower()
         self._client_cache = client
@@ -916,6 +923,7 @@ class AzureAppConfigBackend(Backend):
                 )
             rollout.started_at = now
             rollout.applied_percentage = first
+            rollout.full_at = now if first >= 100 else None
             rollout.message = message[:1000]
             rollout.overwritten = overwritten
             rollout.save()
@@ -953,6 +961,11 @@ class AzureAppConfigBackend(Backend):
         return rollout
 
     def status(self, spec: DeploymentSpec, now: dt.datetime) -> RolloutStatus:
+        """Write the step the plan says is due (never one already written, never going back).
+
+        The final bake counts from when 100 % was actually written: a rollout whose worker was
+        away past the plan's end still bakes in full before it is complete.
+        """
         rollout = self._rollout(spec)
         if rollout.stopped_at is not None:
             return RolloutStatus("rolled_back", 0.0, backend_data=self._data(spec, rollout))
@@ -968,16 +981,22 @@ class AzureAppConfigBackend(Backend):
                     version_number=spec.version_number,
                 )
             rollout.applied_percentage = target
-            rollout.save(update_fields=["applied_percentage"])
+            if target >= 100 and rollout.full_at is None:
+                rollout.full_at = now
+            rollout.save(update_fields=["applied_percentage", "full_at"])
             logger.info("azure deployment %s: at %g %%", spec.deployment_id, target)
-        percentage = rollout.applied_percentage
-        if point.state == "complete" and rollout.completed_at is None:
+        state, next_check_in = point.state, point.next_change_in
+        if state == "complete" and rollout.full_at is not None:
+            bake_end = rollout.full_at + dt.timedelta(seconds=spec.plan.final_bake_seconds)
+            if now < bake_end:
+                state, next_check_in = "baking", (bake_end - now).total_seconds()
+        if state == "complete" and rollout.completed_at is None:
             rollout.completed_at = now
             rollout.save(update_fields=["completed_at"])
         return RolloutStatus(
-            point.state,
-            percentage,
-            next_check_in=point.next_change_in,
+            state,
+            rollout.applied_percentage,
+            next_check_in=next_check_in,
             backend_data=self._data(spec, rollout),
         )
 

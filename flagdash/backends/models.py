@@ -112,7 +112,7 @@ class AzureRollout(models.Model):
 
     ``started_at`` anchors the plan's schedule (set once the first step is written, so a repeated
     ``start`` never restarts it); ``applied_percentage`` is the step written last, so a repeated
-    ``status`` never writes a step twice or goes back.
+    ``status`` never writes a step twice or goes back; the final bake counts from ``full_at``.
     """
 
     deployment_id = models.BigIntegerField(unique=True)
@@ -123,6 +123,7 @@ class AzureRollout(models.Model):
     label = models.CharField(max_length=255, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     applied_percentage = models.FloatField(default=0)
+    full_at = models.DateTimeField(null=True, blank=True, help_text="When 100 % was written.")
     message = models.CharField(max_length=1000, blank=True)
     overwritten = models.JSONField(default=list, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)

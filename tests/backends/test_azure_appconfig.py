@@ -163,6 +163,26 @@ def test_a_gradual_enable_steps_the_targeting_percentage_on_the_plans_schedule(
     assert d.backend_data["gradual"] == {"promo-banner": "enable"}
 
 
+def test_a_rollout_resumed_after_its_plan_ended_still_bakes_in_full_at_100_percent(
+    clock, azure, staging, promo, linear
+):
+    set_flag(promo, staging, enabled=True)
+    d = deploy(staging, linear)
+    run_due(clock)
+    assert reload(d).percentage == 25
+    clock.tick(600)  # no worker for 10 minutes: the 4-minute plan and its 2-minute bake are over
+    run_due(clock)
+    d = reload(d)
+    assert (d.state, d.percentage) == ("baking", 100)  # 100 % written only now: bake from here
+    assert targeting_percentage(flag_values(azure)["promo-banner"]) is None
+    clock.tick(119)
+    run_due(clock)
+    assert reload(d).state == "baking"
+    clock.tick(1)
+    run_due(clock)
+    assert reload(d).state == "complete"
+
+
 def test_repeating_start_and_status_writes_nothing_twice_and_never_goes_back(
     clock, azure, staging, promo, linear
 ):

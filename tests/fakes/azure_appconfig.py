@@ -494,16 +494,10 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self.decoded_path = unquote(split.path)
         self.query = {k.lower(): v for k, v in parse_qsl(split.query, keep_blank_values=True)}
-        self.status_sent = 0
         try:
             self._handle(method, split.path)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up waiting (a timeout test)
-        finally:
-            with self.fake._lock:
-                self.fake.calls.append(
-                    Call(method, self.decoded_path, dict(self.query), self.status_sent, time.time())
-                )
 
     def _send(
         self,
@@ -514,7 +508,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
     ) -> None:
         data = b"" if body is None else json.dumps(body).encode()
-        self.status_sent = status
+        with self.fake._lock:  # counted before the client can read the answer
+            self.fake.calls.append(
+                Call(self.command, self.decoded_path, dict(self.query), status, time.time())
+            )
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
