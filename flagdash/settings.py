@@ -186,6 +186,9 @@ DEPLOYMENT_RECONCILE_GRACE_SECONDS = env_int("DEPLOYMENT_RECONCILE_GRACE_SECONDS
 DEPLOYMENT_CLOCK_SPEED = env_int("DEPLOYMENT_CLOCK_SPEED", 1, minimum=1)
 # Azure App Configuration: the SDK's own quick retries and per-request timeout (seconds), kept
 # short so a worker never blocks long; the engine retries with backoff beyond them.
+# Hosts besides AWS's and Azure's own that backend connections may call (comma-separated
+# host or host:port patterns with * wildcards): VPC endpoints with custom names, emulators.
+BACKEND_ENDPOINT_ALLOWLIST = env_list("BACKEND_ENDPOINT_ALLOWLIST")
 AZURE_APPCONFIG_RETRIES = env_int("AZURE_APPCONFIG_RETRIES", 2, minimum=0)
 AZURE_APPCONFIG_TIMEOUT_SECONDS = env_int("AZURE_APPCONFIG_TIMEOUT_SECONDS", 10, minimum=1)
 

@@ -39,6 +39,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {}
 # Tasks enqueued by tests go to a queue of this suite only, never to another suite's workers.
 CELERY_TASK_DEFAULT_QUEUE = "flagdash-test" + os.environ.get("FLAGDASH_TEST_DB_SUFFIX", "")
 
+# The wire-level fakes of AWS AppConfig and Azure App Configuration listen on 127.0.0.1.
+BACKEND_ENDPOINT_ALLOWLIST = ["127.0.0.1", "localhost"]
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

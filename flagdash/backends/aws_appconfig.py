@@ -73,6 +73,7 @@ from flagdash.backends.base import (
     TransientBackendError,
     register,
 )
+from flagdash.backends.endpoints import EndpointNotAllowed, check_endpoint
 from flagdash.backends.models import AwsAppConfigDeployment, BackendKind
 
 logger = logging.getLogger(__name__)
@@ -291,6 +292,11 @@ def make_client(region: str, endpoint_url: str = "") -> Any:
     renewed session token) and never cached in flagdash."""
     if not region:
         raise PermanentBackendError("The connection has no AWS region: set one in its settings.")
+    if endpoint_url:
+        try:
+            check_endpoint(endpoint_url, "aws_appconfig")
+        except EndpointNotAllowed as exc:
+            raise PermanentBackendError(str(exc)) from None
     config = Config(
         region_name=region,
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},

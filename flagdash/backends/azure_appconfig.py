@@ -83,6 +83,7 @@ from flagdash.backends.base import (
     TransientBackendError,
     register,
 )
+from flagdash.backends.endpoints import EndpointNotAllowed, azure_audience, check_endpoint
 from flagdash.backends.models import AzureRollout, AzureSettingState, BackendKind
 from flagdash.core.canonical import canonical_json, normalize_numbers, sha256_hex
 
@@ -421,6 +422,10 @@ def _format_time(when: dt.datetime | None) -> str:
     return f" (last modified {when:%Y-%m-%d %H:%M} UTC)" if when else ""
 
 
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
 @register
 class AzureAppConfigBackend(Backend):
     kind = BackendKind.AZURE_APPCONFIG
@@ -491,6 +496,14 @@ class AzureAppConfigBackend(Backend):
                     "expected Endpoint=https://<store>.azconfig.io;Id=<access key id>;"
                     "Secret=<access key secret>, as in the store's Access settings."
                 ) from None
+            configured = str(self.options.get("endpoint") or "").strip()
+            if configured and _host(configured) != _host(endpoint):
+                raise PermanentBackendError(
+                    f"The connection string in ${self.connection_string_env} is for "
+                    f"{_host(endpoint)}, but this environment's store is {_host(configured)}: "
+                    "flagdash will not write one environment's flags into another store. Name "
+                    "the variable that holds this store's connection string."
+                )
             self._auth = f"the connection string in ${self.connection_string_env}"
         else:
             endpoint = str(self.options.get("endpoint") or "").strip()
@@ -509,8 +522,14 @@ class AzureAppConfigBackend(Backend):
                     f"The endpoint {endpoint} must start with https:// to sign in with "
                     "DefaultAzureCredential (Microsoft Entra ID)."
                 )
-            client = AzureAppConfigurationClient(endpoint, _default_credential(), **common)
+            client = AzureAppConfigurationClient(
+                endpoint, _default_credential(), audience=azure_audience(endpoint), **common
+            )
             self._auth = "DefaultAzureCredential"
+        try:
+            check_endpoint(endpoint, "azure_appconfig")
+        except EndpointNotAllowed as exc:
+            raise PermanentBackendError(str(exc)) from None
         self._endpoint_cache = endpoint.rstrip("/").lower()
         self._client_cache = client
         return client

@@ -14,6 +14,7 @@ from typing import Any
 from django import forms
 from django.core.validators import RegexValidator, URLValidator
 
+from flagdash.backends.endpoints import EndpointNotAllowed, check_endpoint
 from flagdash.backends.models import BackendKind
 
 AWS_ID = RegexValidator(
@@ -137,6 +138,16 @@ class BackendForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         kind = data.get("kind")
+        for name, field_kind in (
+            ("aws_endpoint_url", BackendKind.AWS_APPCONFIG),
+            ("azure_endpoint", BackendKind.AZURE_APPCONFIG),
+        ):
+            url = data.get(name)
+            if kind == field_kind and url and name not in self.errors:
+                try:
+                    check_endpoint(url, field_kind)
+                except EndpointNotAllowed as exc:
+                    self.add_error(name, forms.ValidationError(str(exc), code="not_allowed"))
         if kind == BackendKind.AWS_APPCONFIG:
             self._require("aws_region")
             if (data.get("aws_setup") or "existing") == "create":

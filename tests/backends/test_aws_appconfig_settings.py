@@ -103,11 +103,46 @@ def test_an_unreachable_endpoint_is_reported_without_raising(aws):
 
 
 @pytest.mark.parametrize(
-    "options", [{"endpoint_url": "not a url"}, {"region": "eu west 1"}], ids=["endpoint", "region"]
+    ("options", "says"),
+    [
+        ({"endpoint_url": "not a url"}, "is not an http(s) URL with a host"),
+        ({"endpoint_url": "http://127.0.0.1:99999"}, "is not a valid URL"),
+        ({"region": "eu west 1"}, "Correct the connection's settings"),
+    ],
+    ids=["endpoint", "port", "region"],
 )
-def test_a_malformed_endpoint_or_region_is_reported_without_raising(aws, options):
+def test_a_malformed_endpoint_or_region_is_reported_without_raising(aws, options, says):
     result = backend_with(aws, **options).check()
-    assert not result.ok and "Correct the connection's settings" in result.message
+    assert not result.ok and says in result.message
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://internal.example.com",
+        "https://appconfig.eu-west-1.amazonaws.com.attacker.example",
+    ],
+)
+def test_hosts_other_than_awss_own_are_never_called(aws, endpoint, settings):
+    settings.BACKEND_ENDPOINT_ALLOWLIST = []
+    calls = sum(aws.fake.calls.values())
+    result = backend_with(aws, endpoint_url=endpoint).check()
+    assert not result.ok and "does not send AWS requests to" in result.message
+    assert "BACKEND_ENDPOINT_ALLOWLIST" in result.message
+    assert sum(aws.fake.calls.values()) == calls
+
+
+def test_awss_own_hosts_are_allowed_without_an_allowlist(settings):
+    from flagdash.backends.endpoints import check_endpoint
+
+    settings.BACKEND_ENDPOINT_ALLOWLIST = []
+    for url in (
+        "https://appconfig.eu-west-1.amazonaws.com",
+        "https://vpce-0abc.appconfig.eu-west-1.vpce.amazonaws.com",
+        "https://appconfig.cn-north-1.amazonaws.com.cn",
+    ):
+        assert check_endpoint(url, "aws_appconfig") == url
 
 
 def test_an_incomplete_connection_says_what_is_missing(aws):

@@ -295,3 +295,25 @@ def test_an_unknown_kind_in_the_service_is_refused(admin_user, beta):
 
     with pytest.raises(ValidationError, match="Unknown backend kind"):
         services.environment_connect(actor=admin_user, environment=beta, kind="s3", options={})
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({**AWS, "aws_endpoint_url": "http://169.254.169.254/"}, "aws_endpoint_url"),
+        ({**AZURE, "azure_endpoint": "https://attacker.example"}, "azure_endpoint"),
+        ({**AWS, "aws_endpoint_url": "http://127.0.0.1:99999"}, "aws_endpoint_url"),
+    ],
+)
+def test_endpoints_outside_the_clouds_are_refused_at_the_field_and_never_called(
+    admin_client, beta, check_passes, settings, data, field
+):
+    settings.BACKEND_ENDPOINT_ALLOWLIST = []
+    before = snapshot(beta)
+    for action in ("check", "save"):
+        response = admin_client.post(page_url(beta), {**data, "action": action})
+        html = response.content.decode()
+        assert response.status_code == 422
+        block = html[html.index(f'id="id_backend_{field}') :][:2500]
+        assert "BACKEND_ENDPOINT_ALLOWLIST" in block or "not a valid URL" in block
+    assert snapshot(beta) == before and check_passes.checked == []

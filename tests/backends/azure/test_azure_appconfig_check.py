@@ -131,3 +131,40 @@ def test_check_with_nothing_configured_never_raises(monkeypatch):
     result = check({})
     assert not result.ok
     assert result.message.startswith("No Azure App Configuration endpoint")
+
+
+def test_a_connection_string_for_another_store_is_refused(azure, settings):
+    """The environment names its store; a connection string for a different store (the shared
+    default variable, say) must not send its flags there."""
+    from flagdash.backends.azure_appconfig import AzureAppConfigBackend
+    from flagdash.backends.models import BackendConnection, BackendKind
+
+    connection = BackendConnection(
+        name="x",
+        kind=BackendKind.AZURE_APPCONFIG,
+        options=azure_options(azure, endpoint="https://production-store.azconfig.io"),
+    )
+    calls = azure.count()
+    result = AzureAppConfigBackend(connection).check()
+    assert not result.ok
+    assert "production-store.azconfig.io" in result.message and "127.0.0.1" in result.message
+    assert azure.count() == calls
+
+
+def test_azure_tokens_are_only_sent_to_azures_own_hosts(settings, monkeypatch):
+    from flagdash.backends.azure_appconfig import AzureAppConfigBackend
+    from flagdash.backends.endpoints import azure_audience
+    from flagdash.backends.models import BackendConnection, BackendKind
+
+    settings.BACKEND_ENDPOINT_ALLOWLIST = []
+    monkeypatch.delenv(CONNECTION_ENV, raising=False)
+    connection = BackendConnection(
+        name="x",
+        kind=BackendKind.AZURE_APPCONFIG,
+        options={"endpoint": "https://attacker.example", "label": LABEL,
+                 "connection_string_env": CONNECTION_ENV},
+    )  # fmt: skip
+    result = AzureAppConfigBackend(connection).check()
+    assert not result.ok and "does not send Azure requests to attacker.example" in result.message
+    assert azure_audience("https://s.azconfig.azure.us") == "https://appconfig.azure.us"
+    assert azure_audience("https://s.azconfig.io") == "https://appconfig.azure.com"
