@@ -76,6 +76,8 @@ _acting_at: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar(
     "deployment_acting_at", default=None
 )
 QUEUE_RECHECK_SECONDS = 30  # a waiting deployment looks again even if no nudge arrives
+# Keys of Deployment.backend_data that flagdash writes itself (not the backend's).
+FLAGDASH_DATA_KEYS = ("drift", "error_details")
 
 
 def lease_seconds() -> int:
@@ -409,7 +411,9 @@ def _record(claim: Claim, outcome: Outcome, now: dt.datetime) -> str:
         if outcome.started is not None and outcome.started.message:
             record_event(d, EventType.BACKEND, outcome.started.message, triggered_by="backend")
         if status.backend_data is not None:
-            d.backend_data = status.backend_data
+            # The backend's own data is replaced; what flagdash noted about a failure stays.
+            kept = {k: d.backend_data[k] for k in FLAGDASH_DATA_KEYS if k in d.backend_data}
+            d.backend_data = {**status.backend_data, **kept}
         for event in status.events:
             record_event(
                 d,
@@ -475,6 +479,17 @@ def _apply_state(d: Deployment, status: RolloutStatus, now: dt.datetime) -> None
         _mark_backend_rollback(d, status, now)
         d.state = S.ROLLING_BACK
         record_event(d, EventType.ROLLBACK_STARTED, status.message, triggered_by=_trigger_label(d))
+    elif new == "rolled_back" and d.state == S.ROLLING_BACK and d.error:
+        d.state = S.FAILED  # the failed rollout is stopped: now it is over
+        d.finished_at = now
+        d.percentage = 0.0
+        restored = f"v{d.previous_version.number}" if d.previous_version else "nothing"
+        record_event(
+            d,
+            EventType.BACKEND,
+            f"Stopped at the backend: {restored} is served to everyone again",
+            percentage=0.0,
+        )
     elif new == "rolled_back" and d.state in ACTIVE_STATES:
         if not d.rollback_requested_at:
             _mark_backend_rollback(d, status, now)
@@ -580,7 +595,18 @@ def _fail(d: Deployment, message: str, now: dt.datetime) -> None:
 
 
 def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
-    """A backend call failed: retry later with backoff, or fail for good."""
+    """A backend call failed: retry later with backoff, or fail.
+
+    Transient errors are retried with exponential backoff. A rollout that has not reached the
+    backend gives up after DEPLOYMENT_MAX_ATTEMPTS; one that has (it has a backend reference)
+    and a rollback never give up: giving up would not stop what the backend is doing.
+
+    Failing is not final at once: the deployment first goes to ``rolling_back`` (with its
+    ``error``) so the backend is asked, with the same lease and retries as any rollback, to
+    serve the previous version to everyone again; it becomes ``failed`` when the backend has
+    done so, and only then does the environment's next deployment start. A rollback that fails
+    for good is ``failed`` at once.
+    """
     with transaction.atomic():
         d = _locked_with_environment(claim.deployment.pk)
         if d.lease_token != claim.token:
@@ -594,15 +620,20 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
         if isinstance(exc, DriftError):
             d.backend_data = {**d.backend_data, "drift": True}
         d.attempts += 1
-        if not permanent and not rolling_back and d.attempts >= max_attempts():
-            # A rollout gives up; a rollback never does on transient errors: the bad version
-            # may still be served, so it keeps trying (every DEPLOYMENT_RETRY_MAX_SECONDS).
+        persistent = rolling_back or bool(d.backend_ref)
+        if not permanent and not persistent and d.attempts >= max_attempts():
             message = f"Gave up after {d.attempts} attempts: {message}"
             permanent = True
         d.lease_token = ""
         d.lease_until = None
-        if permanent:
-            if d.state == S.ROLLING_BACK:
+        if permanent and rolling_back:
+            if d.error and isinstance(exc, DriftError):
+                # Stopped, except what someone changed outside flagdash: left as it is.
+                record_event(d, EventType.BACKEND, message, triggered_by="backend")
+                message = d.error
+            elif d.error:
+                message = f"{d.error} Stopping it at the backend failed too: {message}"
+            elif d.rollback_requested_at:
                 message = f"Rollback failed: {message}"
             _fail(d, message, now)
             d.next_step_at = None
@@ -610,9 +641,21 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
             audit_transition(d, old_state, actor_name="flagdash")
             wake_queue(d.environment_id, now)
             return d.state
+        if permanent:
+            # Serve the previous version to everyone again before calling it failed.
+            d.error = message
+            d.attempts = 0
+            d.state = S.ROLLING_BACK
+            d.waiting_reason = ""
+            d.next_step_at = now
+            record_event(d, EventType.FAILED, message, percentage=d.percentage)
+            d.save()
+            audit_transition(d, old_state, actor_name="flagdash")
+            schedule_advance(d.pk)
+            return "failing"
         delay = min(float(settings.DEPLOYMENT_RETRY_MAX_SECONDS), 2.0 ** (d.attempts - 1))
         d.next_step_at = now + dt.timedelta(seconds=delay)
-        of = "" if rolling_back else f" of {max_attempts()}"
+        of = "" if persistent else f" of {max_attempts()}"
         record_event(
             d,
             EventType.RETRY,
@@ -658,7 +701,6 @@ def _advance(deployment_id: int, now: dt.datetime) -> str:
     claim = _claim(deployment_id, now)
     if claim is None:
         return "skipped"
-    failure: BaseException | None = None
     try:
         outcome = _act(claim, now)
     except LeaseLost:
@@ -671,44 +713,16 @@ def _advance(deployment_id: int, now: dt.datetime) -> str:
         return _record_busy(claim, exc, now)
     except TransientBackendError as exc:
         logger.warning("deployment %s: transient backend error: %s", deployment_id, exc.message)
-        failure, result = exc, _record_error(claim, exc, now)
+        result = _record_error(claim, exc, now)
     except PermanentBackendError as exc:
         logger.error("deployment %s: backend refused: %s", deployment_id, exc.message)
-        failure, result = exc, _record_error(claim, exc, now)
+        result = _record_error(claim, exc, now)
     except Exception as exc:  # a bug or an unexpected library error: retried, then failed
         logger.exception("deployment %s: unexpected error", deployment_id)
-        failure, result = exc, _record_error(claim, exc, now)
+        result = _record_error(claim, exc, now)
     else:
         return _record(claim, outcome, now)
-    d = claim.deployment
-    # A rollout that failed may have been partly applied, even by a start that raised half-way
-    # (a key-value store written key by key): ask the backend to serve the previous version to
-    # everyone. Stopping what never started is a no-op for every backend. Drift found by start
-    # is the exception: it is found before anything is written, and nothing must be touched.
-    drift_at_start = isinstance(failure, DriftError) and not d.backend_ref
-    if result == S.FAILED and d.state != S.ROLLING_BACK and not drift_at_start:
-        _stop_failed(d, now)
     return result
-
-
-def _stop_failed(d: Deployment, now: dt.datetime) -> None:
-    """A rollout failed half-way: ask the backend to serve the previous version to everyone."""
-    d = Deployment.objects.select_related(
-        "environment__application",
-        "environment__backend",
-        "version",
-        "previous_version",
-        "restores",
-    ).get(pk=d.pk)
-    try:
-        backend_for(d.environment.backend).stop(build_spec(d), now)
-    except BackendError as exc:
-        logger.error("deployment %s: could not stop the failed rollout: %s", d.pk, exc.message)
-        message = f"Could not stop the failed rollout at the backend: {exc.message}"
-    else:
-        message = "Stopped at the backend: the previous version is served to everyone again"
-    with transaction.atomic():
-        record_event(d, EventType.BACKEND, message, triggered_by="flagdash")
 
 
 def due_deployments(now: dt.datetime, *, grace_seconds: float = 0, limit: int = 200) -> list[int]:

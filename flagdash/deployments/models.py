@@ -210,7 +210,10 @@ class Deployment(models.Model):
     @property
     def drifted(self) -> bool:
         """Failed because the backend's copy was changed outside flagdash."""
-        return self.state == DeploymentState.FAILED and bool(self.backend_data.get("drift"))
+        return self.state in (
+            DeploymentState.FAILED,
+            DeploymentState.ROLLING_BACK,
+        ) and bool(self.backend_data.get("drift"))
 
     @property
     def error_details(self) -> list[str]:

@@ -303,8 +303,11 @@ def test_a_permanent_error_fails_the_deployment_and_the_next_one_still_runs(
     from flagdash.deployments.engine import deployment_advance
 
     deployment_advance(first.pk, now=clock.now)
+    assert reload(first).state == "rolling_back"  # first the backend serves v1 to everyone ...
+    assert reload(second).state == "queued"  # ... and nothing else starts meanwhile
+    deployment_advance(first.pk, now=clock.now)
     first = reload(first)
-    assert first.state == "failed"
+    assert first.state == "failed"  # ... then it is over
     assert first.error == "AccessDenied: not allowed to StartDeployment"
     assert AuditEvent.objects.filter(action="deployment.failed", target_id=str(first.pk)).exists()
     monkeypatch.undo()

@@ -279,4 +279,77 @@ def test_a_start_that_fails_half_way_is_stopped_too(clock, monkeypatch, app, bet
     served = LocalServedState.objects.get(environment=beta)
     assert served.candidate_version_id is None and served.candidate_percentage == 0
     note = d.events.filter(type=EventType.BACKEND).last()
-    assert note is not None and "previous version is served to everyone again" in note.message
+    assert (
+        note is not None
+        and note.message == "Stopped at the backend: v2 is served to everyone again"
+    )
+
+
+def test_a_started_rollout_never_gives_up_on_transient_errors(
+    clock, monkeypatch, app, beta, flag, linear, settings
+):
+    """Once the backend has the rollout, giving up would not stop it (AWS drives its own):
+    flagdash keeps polling, with backoff, and follows it to the end."""
+    base_live(clock, beta, linear)
+    d = services.deployment_create(
+        actor=None, environment=beta, version=toggle(flag, beta).version, strategy=linear
+    )
+    Deployment.objects.filter(environment=beta, state=S.QUEUED).exclude(pk=d.pk).delete()
+    run_due(clock)
+    assert reload(d).backend_ref
+    calls = {"n": 0}
+    real_status = LocalBackend.status
+
+    def flaky_status(self, spec, now):
+        calls["n"] += 1
+        if calls["n"] <= settings.DEPLOYMENT_MAX_ATTEMPTS + 3:
+            raise TransientBackendError("503 from GetDeployment")
+        return real_status(self, spec, now)
+
+    monkeypatch.setattr(LocalBackend, "status", flaky_status)
+    for _ in range(settings.DEPLOYMENT_MAX_ATTEMPTS + 3):
+        clock.tick(settings.DEPLOYMENT_RETRY_MAX_SECONDS)
+        run_due(clock)
+        assert reload(d).state == S.DEPLOYING
+    for _ in range(8):
+        clock.tick(60)
+        run_due(clock)
+    assert reload(d).state == S.COMPLETE
+
+
+def test_a_failed_rollout_is_stopped_before_the_next_deployment_starts(
+    clock, monkeypatch, app, beta, flag, linear
+):
+    base_live(clock, beta, linear)
+    d = services.deployment_create(
+        actor=None, environment=beta, version=toggle(flag, beta).version, strategy=linear
+    )
+    Deployment.objects.filter(environment=beta, state=S.QUEUED).exclude(pk=d.pk).delete()
+    run_due(clock)
+    nxt = toggle(flag, beta, on=False).deployment
+    stops = {"n": 0}
+    real_stop = LocalBackend.stop
+
+    def refuse_status(self, spec, now):
+        raise PermanentBackendError("the store lost the rollout")
+
+    def slow_stop(self, spec, now):
+        stops["n"] += 1
+        if stops["n"] <= 2:
+            raise TransientBackendError("store unavailable")
+        return real_stop(self, spec, now)
+
+    monkeypatch.setattr(LocalBackend, "status", refuse_status)
+    monkeypatch.setattr(LocalBackend, "stop", slow_stop)
+    clock.tick(60)
+    run_due(clock)
+    d = reload(d)
+    assert d.state == S.ROLLING_BACK and d.error == "the store lost the rollout"
+    for _ in range(2):
+        assert reload(nxt).state == S.QUEUED  # not while the failed rollout may still serve
+        clock.tick(5)
+        run_due(clock)
+    assert reload(d).state == S.FAILED and stops["n"] >= 3
+    events = list(reload(d).events.values_list("type", flat=True))
+    assert events[-1] == EventType.BACKEND and events.count(EventType.RETRY) == 2
+    assert reload(nxt).started_at is not None  # the next one started after the stop

@@ -115,8 +115,8 @@ def test_a_412_during_a_rollout_is_drift_nothing_is_overwritten_and_overwriting_
     assert azure.get(PROMO, LABEL).etag == outside.etag  # not overwritten, not even by the stop
     # the failed rollout was stopped: what could be restored was (the button is off again)
     assert flag_values(azure)["checkout-button"]["enabled"] is False
-    stopped = d.events.filter(type=EventType.BACKEND, message__contains="Could not stop")
-    assert "left as they are" in stopped.get().message
+    stopped = d.events.filter(type=EventType.BACKEND, message__contains="left as they are")
+    assert "except 1 setting(s) changed outside flagdash" in stopped.get().message
 
     retry = deployment_services.deployment_retry(actor=None, deployment=d, overwrite_drift=True)
     run_due(clock)
