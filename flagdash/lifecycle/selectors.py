@@ -152,6 +152,16 @@ def _days(delta: dt.timedelta) -> str:
     return f"{days} day{'s' if days != 1 else ''}"
 
 
+def _ago(delta: dt.timedelta) -> str:
+    """A short duration for people: days, else hours, else minutes."""
+    seconds = max(0, int(delta.total_seconds()))
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return "moments"
+
+
 def _evaluate(
     row: Row,
     last_by_env: Mapping[int, dt.datetime],
@@ -233,7 +243,7 @@ def _decide(row: Row, scan: CodeReferenceScan | None, unused_eval: str | None, d
             else f"{row.references} reference{'s' if row.references != 1 else ''} in code"
         )
         if row.evaluation == "known" and row.last_evaluated is not None:
-            seen = f"last evaluated {_days(row.now - row.last_evaluated)} ago"
+            seen = f"last evaluated {_ago(row.now - row.last_evaluated)} ago"
         else:
             seen = "evaluations unknown" if row.evaluation == "unknown" else "not evaluated yet"
         reasons[ACTIVE] = f"In use or changing: {refs}, {seen}."
