@@ -84,9 +84,7 @@ def test_a_version_that_changes_other_flags_does_not_restart_the_count(
     assert row_of(app, "release-x", t0 + 14 * DAY).status == selectors.READY
 
 
-def test_different_values_in_different_environments_are_never_ready(
-    app, beta, production, t0
-):
+def test_different_values_in_different_environments_are_never_ready(app, beta, production, t0):
     flag = make_flag(app, "half", short_term=True)
     set_values(flag, beta, enabled=True)
     deploy_at(beta, t0)
@@ -144,8 +142,10 @@ def test_no_reference_in_the_last_scan_is_unused_and_no_scan_says_nothing(app, e
     assert rows["in-code"].status == selectors.ACTIVE
     assert rows["in-code"].references == 1
     assert rows["not-in-code"].status == selectors.UNUSED
-    assert rows["not-in-code"].reasons[selectors.UNUSED].startswith(
-        "No reference in the last code scan"
+    assert (
+        rows["not-in-code"]
+        .reasons[selectors.UNUSED]
+        .startswith("No reference in the last code scan")
     )
 
 
@@ -170,9 +170,7 @@ def test_not_evaluated_for_14_days_where_flagdash_serves_it_is_unused_13_is_not(
     assert row.reasons[selectors.UNUSED] == "Not evaluated for 14 days (at least 14)."
 
 
-def test_never_evaluated_counts_from_when_flagdash_started_serving_it(
-    app, beta, production, t0
-):
+def test_never_evaluated_counts_from_when_flagdash_started_serving_it(app, beta, production, t0):
     flag = make_flag(app, "silent", short_term=True)
     set_values(flag, beta, enabled=True)
     deploy_at(beta, t0)
