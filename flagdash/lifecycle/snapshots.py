@@ -45,20 +45,20 @@ def _week_end(week: dt.date) -> dt.datetime:
 def _estimate(
     at: dt.datetime,
     flags: Sequence[Mapping[str, Any]],
-    environments: list[Environment],
+    born: Mapping[int, dt.datetime],
     timeline: Timeline,
     days: int,
 ) -> dict[str, int]:
     counts = {"overdue": 0, "ready": 0, "unused": 0, "active": 0}
     last_day = (at - dt.timedelta(seconds=1)).date()
-    envs = [e for e in environments if e.created_at < at]
+    envs = [env_id for env_id, when in born.items() if when < at]
     for flag in flags:
         if flag["created_at"] >= at or (flag["archived_at"] and flag["archived_at"] < at):
             continue
         if flag["remove_by"] is not None and flag["remove_by"] < last_day:
             counts["overdue"] += 1
             continue
-        states = [timeline.states.get((e.pk, flag["key"])) for e in envs]
+        states = [timeline.states.get((env_id, flag["key"])) for env_id in envs]
         if envs and all(s is not None for s in states):
             uniforms = {s.uniform for s in states if s is not None}
             since = max(s.since for s in states if s is not None)
@@ -101,14 +101,18 @@ def snapshots_backfill(
         .values_list("environment_id", "finished_at", "version__document")
         .iterator(chunk_size=50)
     )
+    # An environment existed from its creation, or from its first deployment if that is earlier
+    # (imported or restored data).
+    born = {e.pk: e.created_at for e in environments}
     i = 0
     for env_id, finished_at, text in history:
         while i < len(cuts) and cuts[i][1] <= finished_at:
-            results[cuts[i][0]] = _estimate(cuts[i][1], flags, environments, timeline, days)
+            results[cuts[i][0]] = _estimate(cuts[i][1], flags, born, timeline, days)
             i += 1
         timeline.apply(env_id, documents.load(text), finished_at)
+        born[env_id] = min(born[env_id], finished_at)
     for week, at in cuts[i:]:
-        results[week] = _estimate(at, flags, environments, timeline, days)
+        results[week] = _estimate(at, flags, born, timeline, days)
     StatusSnapshot.objects.bulk_create(
         [
             StatusSnapshot(

@@ -102,3 +102,23 @@ def keys_of():
         return [(r.flag, r.path, r.line) for r in result.references]
 
     return keys
+
+
+# --- the JSON API, as tests/api uses it -----------------------------------------------------
+
+
+@pytest.fixture
+def api_as(db):
+    """``api_as(user)``: a JSON client with a fresh API token of ``user``."""
+    from django.test import Client
+
+    from tests.api.conftest import Api, token_for
+
+    clients: dict[int, Api] = {}
+
+    def api(user: Any) -> Api:
+        if user.pk not in clients:
+            clients[user.pk] = Api(Client(), token_for(user))
+        return clients[user.pk]
+
+    return api
