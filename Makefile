@@ -18,10 +18,10 @@ PYTEST_ARGS ?=
 LOCK_ARGS ?=
 PIP_COMPILE_FLAGS := --allow-unsafe --no-emit-find-links --no-emit-index-url --strip-extras
 
-.PHONY: help run test lint bench bench-toggle bench-ofrep lock clean distclean venv deps deps-dev chromium static migrate seed
+.PHONY: help run test lint bench bench-toggle bench-ofrep bench-cloud lock clean distclean venv deps deps-dev chromium static migrate seed
 
 help:  ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # --- virtualenv ---------------------------------------------------------------------------------
 
@@ -99,6 +99,11 @@ bench-toggle: deps-dev chromium  ## Click a toggle in Chromium → rollout compl
 
 bench-ofrep: deps  ## OFREP single/bulk req/s, p50/p99 with gunicorn at 1 and 2 workers; in-memory cost
 	$(PY) benchmarks/ofrep.py
+
+bench-cloud: deps-dev  ## AWS calls of one Linear20PercentEvery6Minutes rollout; Azure stepping lag (2 min)
+	CI=true $(BIN)/pytest -q -s -p no:cacheprovider tests/backends/test_aws_appconfig_calls.py
+	CI=true FLAGDASH_MEASURE_AZURE_LAG=1 $(BIN)/pytest -q -s -p no:cacheprovider \
+		tests/backends/azure/test_azure_appconfig_worker.py -k production
 
 lock: deps-dev  ## Recompile requirements/*.txt from pyproject.toml (LOCK_ARGS=--upgrade to bump)
 	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_ARGS) --output-file=requirements/base.txt pyproject.toml

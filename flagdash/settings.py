@@ -214,6 +214,10 @@ DEPLOYMENT_RECONCILE_GRACE_SECONDS = env_int("DEPLOYMENT_RECONCILE_GRACE_SECONDS
 # Demos and tests only: how many times faster than real time the built-in backend follows a
 # strategy's schedule (60: a minute of rollout or bake passes in a second). AWS keeps its own.
 DEPLOYMENT_CLOCK_SPEED = env_int("DEPLOYMENT_CLOCK_SPEED", 1, minimum=1)
+# Azure App Configuration: the SDK's own quick retries and per-request timeout (seconds), kept
+# short so a worker never blocks long; the engine retries with backoff beyond them.
+AZURE_APPCONFIG_RETRIES = env_int("AZURE_APPCONFIG_RETRIES", 2, minimum=0)
+AZURE_APPCONFIG_TIMEOUT_SECONDS = env_int("AZURE_APPCONFIG_TIMEOUT_SECONDS", 10, minimum=1)
 
 # --- OFREP evaluation ------------------------------------------------------------------------
 # Each web process evaluates flags from an in-memory copy of what is deployed. It looks at a

@@ -275,7 +275,11 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 def backend_for(connection: BackendConnection) -> Backend:
     """The backend implementation of a connection (raises PermanentBackendError if none)."""
-    from flagdash.backends import local  # noqa: F401  (registers the built-in backend)
+    from flagdash.backends import (  # noqa: F401  (each module registers its backend)
+        aws_appconfig,
+        azure_appconfig,
+        local,
+    )
 
     try:
         cls = _REGISTRY[connection.kind]

@@ -17,7 +17,8 @@ from django.utils import timezone
 from flagdash.accounts import permissions
 from flagdash.audit.models import Action
 from flagdash.audit.services import audit_record
-from flagdash.backends.base import CheckResult, PermanentBackendError, backend_for
+from flagdash.backends import aws_appconfig
+from flagdash.backends.base import BackendError, CheckResult, PermanentBackendError, backend_for
 from flagdash.backends.local import mark_served_changed
 from flagdash.backends.models import BackendConnection, BackendKind, LocalServedState
 from flagdash.core.errors import field_error
@@ -42,6 +43,14 @@ def connection_check(*, actor: Any, kind: str, options: dict[str, Any]) -> Check
         return CheckResult(False, f"The check itself failed ({exc.__class__.__name__}).")
 
 
+def aws_monitors(connection: BackendConnection) -> tuple[list[str], str]:
+    """The CloudWatch alarms an AWS environment watches during rollouts, or why not known."""
+    try:
+        return aws_appconfig.AwsAppConfigBackend(connection).monitors(), ""
+    except BackendError as exc:
+        return [], exc.message
+
+
 def aws_provision(
     *,
     actor: Any,
@@ -58,14 +67,6 @@ def aws_provision(
     Returns the connection options. Raises ``BackendError`` with AWS's message on failure.
     """
     permissions.require_admin(actor)
-    import importlib
-
-    try:
-        aws_appconfig = importlib.import_module("flagdash.backends.aws_appconfig")
-    except ImportError:
-        raise PermanentBackendError(
-            "AWS AppConfig is not available in this version of flagdash."
-        ) from None
     options: dict[str, str] = aws_appconfig.provision(
         region=region,
         endpoint_url=endpoint_url,

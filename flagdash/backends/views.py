@@ -73,6 +73,8 @@ def environment_backend(request: HttpRequest, app_key: str, env_key: str) -> Htt
         application=app,
         key=env_key,
     )
+    if request.method == "GET" and request.GET.get("part") == "monitors":
+        return _monitors(request, app, env)
     can_admin = permissions.can_admin(request.user)
     result: CheckResult | None = None
     status = 200
@@ -101,6 +103,25 @@ def environment_backend(request: HttpRequest, app_key: str, env_key: str) -> Htt
             auto_id="id_backend_%s",
         )
     return _render(request, app, env, form if can_admin else None, result, status=status)
+
+
+def _monitors(request: HttpRequest, app: Application, env: Environment) -> HttpResponse:
+    """The CloudWatch alarms of an AWS environment (loaded after the page: it calls AWS)."""
+    monitors: list[str] = []
+    error = ""
+    if env.backend.kind == BackendKind.AWS_APPCONFIG:
+        monitors, error = services.aws_monitors(env.backend)
+    return render(
+        request,
+        "backends/environment_backend.html#monitors",
+        {
+            "application": app,
+            "environment": env,
+            "monitors": monitors,
+            "monitors_error": error,
+            "monitors_loaded": True,
+        },
+    )
 
 
 def _save(request: HttpRequest, env: Environment, form: BackendForm) -> HttpResponse | None:

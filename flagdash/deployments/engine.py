@@ -658,6 +658,7 @@ def _advance(deployment_id: int, now: dt.datetime) -> str:
     claim = _claim(deployment_id, now)
     if claim is None:
         return "skipped"
+    failure: BaseException | None = None
     try:
         outcome = _act(claim, now)
     except LeaseLost:
@@ -670,18 +671,23 @@ def _advance(deployment_id: int, now: dt.datetime) -> str:
         return _record_busy(claim, exc, now)
     except TransientBackendError as exc:
         logger.warning("deployment %s: transient backend error: %s", deployment_id, exc.message)
-        result = _record_error(claim, exc, now)
+        failure, result = exc, _record_error(claim, exc, now)
     except PermanentBackendError as exc:
         logger.error("deployment %s: backend refused: %s", deployment_id, exc.message)
-        result = _record_error(claim, exc, now)
+        failure, result = exc, _record_error(claim, exc, now)
     except Exception as exc:  # a bug or an unexpected library error: retried, then failed
         logger.exception("deployment %s: unexpected error", deployment_id)
-        result = _record_error(claim, exc, now)
+        failure, result = exc, _record_error(claim, exc, now)
     else:
         return _record(claim, outcome, now)
     d = claim.deployment
-    if result == S.FAILED and d.backend_ref and d.state != S.ROLLING_BACK:
-        _stop_failed(d, now)  # d.backend_ref is set as soon as start returned (_persist_start)
+    # A rollout that failed may have been partly applied, even by a start that raised half-way
+    # (a key-value store written key by key): ask the backend to serve the previous version to
+    # everyone. Stopping what never started is a no-op for every backend. Drift found by start
+    # is the exception: it is found before anything is written, and nothing must be touched.
+    drift_at_start = isinstance(failure, DriftError) and not d.backend_ref
+    if result == S.FAILED and d.state != S.ROLLING_BACK and not drift_at_start:
+        _stop_failed(d, now)
     return result
 
 

@@ -256,3 +256,27 @@ def test_the_advance_task_is_killed_before_its_lease_runs_out(settings):
     assert deployment_advance_task.time_limit == ADVANCE_TIME_LIMIT
     assert deployment_advance_task.soft_time_limit < ADVANCE_TIME_LIMIT
     assert ADVANCE_TIME_LIMIT < settings.DEPLOYMENT_LEASE_SECONDS
+
+
+def test_a_start_that_fails_half_way_is_stopped_too(clock, monkeypatch, app, beta, flag, linear):
+    """A key-value backend may write some keys, then fail: the engine asks it to stop even
+    though start never returned a reference."""
+    base_live(clock, beta, linear)
+    real_start = LocalBackend.start
+
+    def half_start(self, spec, now):
+        real_start(self, spec, now)  # something is served already ...
+        raise PermanentBackendError("the store refused the second key")  # ... then it fails
+
+    monkeypatch.setattr(LocalBackend, "start", half_start)
+    d = services.deployment_create(
+        actor=None, environment=beta, version=toggle(flag, beta).version, strategy=linear
+    )
+    Deployment.objects.filter(environment=beta, state=S.QUEUED).exclude(pk=d.pk).delete()
+    run_due(clock)
+    d = reload(d)
+    assert d.state == S.FAILED and d.backend_ref == ""
+    served = LocalServedState.objects.get(environment=beta)
+    assert served.candidate_version_id is None and served.candidate_percentage == 0
+    note = d.events.filter(type=EventType.BACKEND).last()
+    assert note is not None and "previous version is served to everyone again" in note.message

@@ -3,9 +3,9 @@ stands in for beat, worker subprocesses that can be SIGKILLed, and a private red
 can be killed and started again.
 
 Run as a module (``python -m tests.deployments.workers --queue q``) this file is a Celery worker
-(solo pool) for the test settings; ``FLAGDASH_TEST_BACKEND_DELAY`` (seconds) makes the built-in
-backend pause after it has acted and before the engine records it, so a test can kill the worker
-in exactly that window.
+(solo pool) for the test settings; ``FLAGDASH_TEST_BACKEND_DELAY`` (seconds) makes the backends
+(built-in and AWS AppConfig) pause after they have acted and before the engine records it, so a
+test can kill the worker in exactly that window.
 """
 
 from __future__ import annotations
@@ -460,23 +460,27 @@ class RedisServer:
 
 
 def _slow_backend(delay: float) -> None:
-    """Pause after the built-in backend acted, before the engine records: the window to kill."""
+    """Pause after a backend acted, before the engine records: the window to kill a worker in.
+
+    Both the built-in backend and AWS AppConfig's (which the AWS fault tests run on the fake).
+    """
+    from flagdash.backends.aws_appconfig import AwsAppConfigBackend
     from flagdash.backends.local import LocalBackend
 
-    real_start, real_status = LocalBackend.start, LocalBackend.status
+    for cls in (LocalBackend, AwsAppConfigBackend):
+        _pause_after(cls, "start", delay)
+        _pause_after(cls, "status", delay)
 
-    def start(self: Any, spec: Any, now: Any) -> Any:
-        result = real_start(self, spec, now)
+
+def _pause_after(cls: Any, name: str, delay: float) -> None:
+    real = getattr(cls, name)
+
+    def slowed(self: Any, spec: Any, now: Any) -> Any:
+        result = real(self, spec, now)
         time.sleep(delay)
         return result
 
-    def status(self: Any, spec: Any, now: Any) -> Any:
-        result = real_status(self, spec, now)
-        time.sleep(delay)
-        return result
-
-    LocalBackend.start = start  # type: ignore[method-assign]
-    LocalBackend.status = status  # type: ignore[method-assign]
+    setattr(cls, name, slowed)
 
 
 def main(argv: list[str]) -> None:

@@ -1,0 +1,167 @@
+"""The AppConfig fake itself is faithful where flagdash relies on it: signatures, conflicts, the
+rollout schedule and the revert window (through boto3, as flagdash uses it)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.backends.conftest import REGION
+from tests.fakes.aws_appconfig import ACCESS_KEY, SECRET_KEY
+
+
+def client(fake, region: str = REGION, secret: str = SECRET_KEY):
+    return boto3.session.Session().client(
+        "appconfig",
+        region_name=region,
+        endpoint_url=fake.url,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=secret,
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+
+
+def code(exc_info) -> str:
+    return exc_info.value.response["Error"]["Code"]
+
+
+def test_a_correctly_signed_request_is_served(fake):
+    created = client(fake).create_application(Name="checkout")
+    assert fake.applications[created["Id"]]["Name"] == "checkout"
+
+
+def test_a_request_changed_after_signing_is_refused(fake):
+    aws = client(fake)
+
+    def tamper(request, **kwargs):
+        request.body = request.body.replace(b"checkout", b"evilshop")  # same length
+
+    aws.meta.events.register("before-send.appconfig.CreateApplication", tamper)
+    with pytest.raises(aws.exceptions.ClientError) as caught:
+        aws.create_application(Name="checkout")
+    assert code(caught) == "InvalidSignatureException"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert fake.applications == {}
+
+
+def test_a_wrong_secret_a_wrong_region_and_no_signature_are_refused(fake):
+    with pytest.raises(Exception) as caught:
+        client(fake, secret="wrong").list_applications()
+    assert code(caught) == "InvalidSignatureException"
+    with pytest.raises(Exception) as caught:
+        client(fake, region="us-east-1").list_applications()
+    assert code(caught) == "InvalidSignatureException"
+    assert "valid region" in str(caught.value)
+    with pytest.raises(urllib.error.HTTPError) as unsigned:
+        urllib.request.urlopen(f"{fake.url}/applications", timeout=5)  # noqa: S310
+    assert unsigned.value.code == 403
+    assert unsigned.value.headers["x-amzn-errortype"].startswith(
+        "MissingAuthenticationTokenException"
+    )
+
+
+def setup(fake):
+    app = fake.create_application("a")
+    profile = fake.create_profile(app, "p")
+    env = fake.create_environment(app, "e")
+    aws = client(fake)
+    version = aws.create_hosted_configuration_version(
+        ApplicationId=app,
+        ConfigurationProfileId=profile,
+        Content=b'{"version":"1","flags":{"f":{"name":"F"}},"values":{"f":{"enabled":true}}}',
+        ContentType="application/json",
+        VersionLabel="v-one",
+    )
+    return aws, app, profile, env, version["VersionNumber"]
+
+
+def test_latest_version_number_detects_a_concurrent_writer(fake):
+    aws, app, profile, _, number = setup(fake)
+    assert number == 1
+    fake.create_version(app, profile, {"version": "1"})
+    with pytest.raises(aws.exceptions.ConflictException):
+        aws.create_hosted_configuration_version(
+            ApplicationId=app,
+            ConfigurationProfileId=profile,
+            Content=b'{"version":"1"}',
+            ContentType="application/json",
+            LatestVersionNumber=1,
+        )
+    found = aws.list_hosted_configuration_versions(
+        ApplicationId=app, ConfigurationProfileId=profile, VersionLabel="v-one"
+    )["Items"]
+    assert [v["VersionNumber"] for v in found] == [1]
+
+
+def test_an_invalid_document_comes_back_with_awss_details(fake):
+    aws, app, profile, _, _ = setup(fake)
+    with pytest.raises(aws.exceptions.BadRequestException) as caught:
+        aws.create_hosted_configuration_version(
+            ApplicationId=app,
+            ConfigurationProfileId=profile,
+            Content=b'{"version":"2","flags":{"Bad":{}}}',
+            ContentType="application/json",
+        )
+    response = caught.value.response
+    assert response["Reason"] == "InvalidConfiguration"
+    locations = {i["Location"] for i in response["Details"]["InvalidConfiguration"]}
+    assert locations == {"/version", "/flags/Bad"}
+
+
+def test_one_deployment_at_a_time_and_the_exponential_schedule(fake):
+    aws, app, profile, env, number = setup(fake)
+    ids = {"ApplicationId": app, "EnvironmentId": env}
+    start = {
+        **ids,
+        "ConfigurationProfileId": profile,
+        "ConfigurationVersion": str(number),
+        "DeploymentStrategyId": "AppConfig.Canary10Percent20Minutes",
+    }
+    first = aws.start_deployment(**start)["DeploymentNumber"]
+    with pytest.raises(aws.exceptions.ConflictException):
+        aws.start_deployment(**start)
+    seen = []
+    for _ in range(5):
+        d = aws.get_deployment(**ids, DeploymentNumber=first)
+        seen.append((d["State"], d["PercentageComplete"]))
+        fake.clock.advance(240)
+    assert seen == [
+        ("DEPLOYING", 10),
+        ("DEPLOYING", 20),
+        ("DEPLOYING", 40),
+        ("DEPLOYING", 80),
+        ("DEPLOYING", 100),
+    ]
+    assert aws.get_deployment(**ids, DeploymentNumber=first)["State"] == "BAKING"
+    fake.clock.advance(600)
+    d = aws.get_deployment(**ids, DeploymentNumber=first)
+    assert d["State"] == "COMPLETE"
+    assert [e["EventType"] for e in d["EventLog"]][:2] == [
+        "DEPLOYMENT_COMPLETED",
+        "BAKE_TIME_STARTED",
+    ]  # newest first, as AWS lists them
+
+
+def test_allow_revert_only_within_72_hours_of_completion(fake):
+    aws, app, profile, env, number = setup(fake)
+    ids = {"ApplicationId": app, "EnvironmentId": env}
+    start = {
+        **ids,
+        "ConfigurationProfileId": profile,
+        "ConfigurationVersion": str(number),
+        "DeploymentStrategyId": "AppConfig.AllAtOnce",
+    }
+    first = aws.start_deployment(**start)["DeploymentNumber"]
+    fake.clock.advance(600 + 72 * 3600 + 1)
+    with pytest.raises(aws.exceptions.BadRequestException, match="72 hours"):
+        aws.stop_deployment(**ids, DeploymentNumber=first, AllowRevert=True)
+    second = aws.start_deployment(**start)["DeploymentNumber"]
+    fake.clock.advance(601)
+    with pytest.raises(aws.exceptions.BadRequestException, match="latest deployment"):
+        aws.stop_deployment(**ids, DeploymentNumber=first, AllowRevert=True)
+    reverted = aws.stop_deployment(**ids, DeploymentNumber=second, AllowRevert=True)
+    assert reverted["State"] == "REVERTED"

@@ -1,0 +1,1 @@
+"""Wire-level fakes of the cloud services flagdash deploys to (test code only)."""
