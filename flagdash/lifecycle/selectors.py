@@ -583,11 +583,12 @@ def backend_consequence(environment: Environment, key: str, restore: bool = Fals
             f"feature-flag document{where}; a new hosted version is deployed."
         )
     if kind == BackendKind.AZURE_APPCONFIG:
-        label = options.get("label") or environment.key
+        label = options.get("label")
+        where = f"label {label}" if label else "no label"
         verb = "is written again" if restore else "is deleted"
         return (
             f"Azure App Configuration: the setting .appconfig.featureflag/{key} "
-            f"(label {label}) {verb}."
+            f"({where}) {verb}."
         )
     if restore:
         return "Built-in store: flagdash serves it over OFREP again."

@@ -19,6 +19,10 @@ from flagdash.lifecycle import scanner
 from flagdash.lifecycle import services as lifecycle_services
 from flagdash.lifecycle.models import ScanSource
 
+# The cloud fakes' fixtures (tests/fakes/), for archive and restore against AWS and Azure.
+from tests.backends.azure.conftest import azure, azure_connection, clock, staging  # noqa: F401
+from tests.backends.conftest import fake  # noqa: F401
+
 
 def set_values(flag: Flag, environment: Environment, **changes: Any) -> FlagSetting:
     setting = FlagSetting.objects.get(flag=flag, environment=environment)
