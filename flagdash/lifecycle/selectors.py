@@ -587,8 +587,7 @@ def backend_consequence(environment: Environment, key: str, restore: bool = Fals
         where = f"label {label}" if label else "no label"
         verb = "is written again" if restore else "is deleted"
         return (
-            f"Azure App Configuration: the setting .appconfig.featureflag/{key} "
-            f"({where}) {verb}."
+            f"Azure App Configuration: the setting .appconfig.featureflag/{key} ({where}) {verb}."
         )
     if restore:
         return "Built-in store: flagdash serves it over OFREP again."
