@@ -55,6 +55,8 @@ class RequestContextMiddleware:
             message = "The address contains a NUL character."
             if request.path.startswith("/api/"):
                 return JsonResponse({"error": {"code": "invalid", "message": message}}, status=400)
+            if request.path.startswith("/ofrep/"):  # OFREP's error shape
+                return JsonResponse({"errorCode": "GENERAL", "errorDetails": message}, status=400)
             return HttpResponseBadRequest(message)
         request_id = context.clean_request_id(request.headers.get("X-Request-ID"))
         source = "api" if request.path.startswith(("/api/", "/ofrep/")) else "web"

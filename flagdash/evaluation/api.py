@@ -5,6 +5,7 @@
   gets 304 without a body.
 - ``GET /ofrep/v1/flagd/flags.json``: the environment's stable version as a flagd flag
   definition file.
+- Anything else under ``/ofrep/``: a JSON 404 (a flag key with a slash: ``FLAG_NOT_FOUND``).
 
 Token auth (``Authorization: Bearer <key>`` or ``X-API-Key``), so no session, no CSRF and no
 login redirect. Every answer is JSON in the OFREP error shape, never an HTML page or a 500.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -112,6 +114,33 @@ class BadRequest(Exception):
         self.code, self.details, self.status = code, details, status
 
 
+def _not_a_json_number(name: str) -> Any:
+    """``json.loads`` would read NaN and Infinity, which JSON does not have."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# A \uD800–\uDFFF escape: JSON's grammar allows it alone, but alone it is not a character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first text (key or value) in a parsed body that is not valid Unicode, if any."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+    return None
+
+
 def _read_context(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
     """The evaluation context of the body, and its targeting key (raises BadRequest)."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
@@ -129,9 +158,21 @@ def _read_context(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
     if not raw.strip():
         return {}, None
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # Strictly UTF-8, as JSON between systems is (json.loads would let encoded surrogates
+        # through, and guess UTF-16).
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("PARSE_ERROR", f"The body is not UTF-8 text: {exc}.") from exc
+    try:
+        body = json.loads(text, parse_constant=_not_a_json_number)
+    except (ValueError, RecursionError) as exc:
         raise BadRequest("PARSE_ERROR", f"The body is not valid JSON: {exc}.") from exc
+    if _SURROGATE_ESCAPE.search(text) and (lone := _lone_surrogate(body)) is not None:
+        raise BadRequest(
+            "PARSE_ERROR",
+            f"The body's text {ascii(lone)[:80]} holds half of a UTF-16 surrogate pair, which "
+            "is not a Unicode character.",
+        )
     if not isinstance(body, dict):
         raise BadRequest(
             "PARSE_ERROR", 'The body must be a JSON object such as {"context": {...}}.'
@@ -216,15 +257,51 @@ def evaluate_flags(request: HttpRequest) -> HttpResponse:
     _count(entry, results, now)
     payload = {"flags": [r.as_json() for r in results], "metadata": {}}
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    etag = bulk_etag(environment, body)
     if _etag_matches(request, etag):
-        response = HttpResponse(status=304)
-        response["ETag"] = etag
-        return response
-    response = HttpResponse(body, content_type="application/json")
+        response = HttpResponse(status=304, content_type="application/json")
+    else:
+        response = HttpResponse(body, content_type="application/json")
     response["ETag"] = etag
     response["Cache-Control"] = "no-store"
     return response
+
+
+def bulk_etag(environment: ServedEnvironment | None, body: str) -> str:
+    """The ETag of a bulk answer: of the answer, and of what the environment serves.
+
+    The versions served and the rollout share are part of it, so the ETag changes with every
+    deployment step even for a context whose answer stays the same (and, of course, when the
+    answer changes); a reload of the same state or a change elsewhere leaves it as it was.
+    """
+    served = (
+        "none"
+        if environment is None
+        else ":".join(
+            str(part)
+            for part in (
+                environment.environment_id,
+                environment.stable.version_id if environment.stable else "-",
+                environment.candidate.version_id if environment.candidate else "-",
+                repr(float(environment.candidate_percentage)),
+            )
+        )
+    )
+    digest = hashlib.sha256(f"{served}\n{body}".encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+@csrf_exempt
+@login_not_required
+def unknown_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other address under /ofrep/, with any method: a JSON 404, never an HTML page."""
+    return _failure(
+        None,
+        "GENERAL",
+        "No such OFREP endpoint: use POST /ofrep/v1/evaluate/flags/{key}, "
+        "POST /ofrep/v1/evaluate/flags or GET /ofrep/v1/flagd/flags.json.",
+        404,
+    )
 
 
 @_api(("GET",))

@@ -21,7 +21,10 @@ Operators (``value`` type in brackets): ``equals``, ``not_equals`` [text, number
 ``semver_eq``, ``semver_lt``, ``semver_lte``, ``semver_gt``, ``semver_gte`` [semantic version];
 ``before``, ``after`` [date ``YYYY-MM-DD`` or ISO date-time]. The attribute ``targetingKey`` is
 the context's targeting key; ``$now`` is the time of the evaluation (for time-boxed rules). An
-attribute missing from the context matches no condition, negated ones included.
+attribute missing from the context matches no condition, negated ones included. A condition
+compares values of its type only: ``"21"`` is not a number and ``true`` is not ``1``; a list
+or an object in the context is therefore ``not_equals`` and ``not_in`` anything. Versions in
+the context may be partial or start with ``V`` (``2.4`` is ``2.4.0``), as flagd reads them.
 
 A split hashes the targeting key and the flag key with ``sticky_bucket`` (salt ``"split"``):
 the same key always lands in the same variant, in every process.
@@ -103,15 +106,26 @@ def _is_scalar(value: Any) -> bool:
 SemVer = tuple[int, int, int, tuple[tuple[int, int | str], ...]]
 
 
-def parse_semver(text: Any) -> SemVer | None:
+def parse_semver(text: Any, *, partial: bool = False) -> SemVer | None:
     """A comparable key of a semantic version (``1.2.3``, ``v1.2.3-rc.1+build``), or None.
 
     Pre-releases sort before their release, numeric identifiers before alphanumeric ones, as
-    semver.org §11 says; build metadata is ignored.
+    semver.org §11 says; build metadata is ignored. With ``partial`` (versions sent in a
+    context), the text is read as flagd reads it: a ``v`` or ``V`` prefix, and a missing minor
+    or patch number is 0 (``2.4`` is ``2.4.0``, ``2`` is ``2.0.0``); no surrounding spaces.
     """
     if not isinstance(text, str) or len(text) > 256:
         return None
-    found = SEMVER.match(text.strip())
+    if partial:
+        text = text[1:] if text[:1] in ("v", "V") else text
+        if text[:1] in ("v", "V"):
+            return None
+        numbers = text.split("-", 1)[0].split("+", 1)[0]
+        if numbers.count(".") < 2:
+            text = numbers + ".0" * (2 - numbers.count(".")) + text[len(numbers) :]
+    else:
+        text = text.strip()
+    found = SEMVER.fullmatch(text)
     if found is None:
         return None
     major, minor, patch, pre = found.groups()
@@ -361,7 +375,7 @@ def _compile_condition(condition: Mapping[str, Any]) -> Predicate:
 
         def test(v: Any) -> bool:
             if not _is_scalar(v):
-                return False
+                return negate  # a list or an object is none of the listed values
             return ((type(v) is bool, v) in hashable) != negate
 
     elif operator == "starts_with":
@@ -400,7 +414,7 @@ def _compile_condition(condition: Mapping[str, Any]) -> Predicate:
         }[operator]
 
         def test(v: Any) -> bool:
-            key = parse_semver(v)
+            key = parse_semver(v, partial=True)
             return key is not None and bool(versus(key))
 
     else:  # before / after

@@ -130,7 +130,7 @@ CHECKOUT = (
             "beta": [
                 {
                     "name": "El Salvador",
-                    "conditions": [{"attribute": "country", "operator": "equals", "value": "SV"}],
+                    "conditions": [{"attribute": "country", "operator": "in", "value": ["SV"]}],
                     "serve": {"variant": "on"},
                 },
                 {
@@ -141,6 +141,11 @@ CHECKOUT = (
                     "serve": {
                         "split": [{"variant": "on", "weight": 20}, {"variant": "off", "weight": 80}]
                     },
+                },
+                {
+                    "name": "Other countries: not yet",
+                    "conditions": [{"attribute": "country", "operator": "not_in", "value": ["SV"]}],
+                    "serve": {"variant": "off"},
                 },
             ]
         },
@@ -535,6 +540,9 @@ def _demo_history(users: dict[str, Any]) -> None:
     )
     _replay_from(bad.deployment, stopped)
 
+    # Bitcoin goes live in beta, for its targeting rules only (El Salvador, then 20 % of app
+    # 2.4+): the curl `make run` prints evaluates it and gets a targeting match. Production
+    # keeps it off.
     bitcoin = checkout.flags.get(key="allow-bitcoin-at-checkout")
     setting = FlagSetting.objects.get(flag=bitcoin, environment=beta)
     services.flag_setting_update(
@@ -542,11 +550,13 @@ def _demo_history(users: dict[str, Any]) -> None:
         flag=bitcoin,
         environment=beta,
         expected_revision=setting.revision,
-        enabled=False,
+        enabled=True,
         attribute_values={**setting.attribute_values, "bitcoin-discount-percentage": 10},
     )
     raised = services.config_version_create(
-        actor=users["editor"], environment=beta, message="Raise the BTC discount to 10 % in beta"
+        actor=users["editor"],
+        environment=beta,
+        message="Offer Bitcoin in beta (El Salvador, 20 % of app 2.4+) with a 10 % BTC discount",
     )
     _replay(
         deployment_services.deployment_create(

@@ -264,3 +264,179 @@ def test_response_is_json_with_no_cookie(api, beta_key):
     assert response["Content-Type"] == "application/json"
     assert not response.cookies
     assert json.loads(response.content)["key"] == "new-checkout"
+
+
+# --- review against the specification: odd inputs, ETags, keys ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ('{"context": {"targetingKey": "\\ud800", "country": "US"}}', "PARSE_ERROR"),
+        ('{"context": {"country": "US", "name": "x\\udfff"}}', "PARSE_ERROR"),
+        ('{"context": {"\\udc00": 1}}', "PARSE_ERROR"),
+        ('{"context": {"age": NaN}}', "PARSE_ERROR"),
+        ('{"context": {"age": -Infinity}}', "PARSE_ERROR"),
+        (b'{"context": {"targetingKey": "\xed\xa0\x80", "country": "US"}}', "PARSE_ERROR"),
+        ('{"context": {"targetingKey": "u1", "country": "US"}}'.encode("utf-16"), "PARSE_ERROR"),
+    ],
+)
+def test_text_that_is_not_unicode_or_numbers_that_are_not_json_are_parse_errors(
+    api, beta_key, body, code
+):
+    for path in (ONE + "button-color", ALL):
+        response = post(api, path, body, beta_key)
+        assert response.status_code == 400, response.content
+        assert response.json()["errorCode"] == code
+        assert response.json()["errorDetails"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"context": {"targetingKey": "\\ud83d\\ude80", "country": "US"}}',  # a real pair: 🚀
+        '{"context": {"targetingKey": "a\\u0000b", "country": "US"}}',
+        '{"context": {"targetingKey": "u1", "country": "US", "path": "C:\\\\ud800"}}',
+        '{"context": {"targetingKey": "u1", "country": "US", "age": 1e400}}',
+        '{"context": {"targetingKey": "u1", "country": "US", "age": 1' + "0" * 4000 + "}}",
+        '{"context": {"targetingKey": "ключ-🙂", "country": "US", "名前": "テスト"}}',
+    ],
+)
+def test_odd_but_valid_contexts_are_evaluated(api, beta_key, body):
+    for path in (ONE + "button-color", ALL):
+        response = post(api, path, body, beta_key)
+        assert response.status_code == 200, response.content
+    assert post(api, ONE + "button-color", body, beta_key).json()["reason"] == "SPLIT"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code", "key"),
+    [
+        (ONE + "a/b", 404, "FLAG_NOT_FOUND", "a/b"),
+        (ONE + "new-checkout/", 404, "FLAG_NOT_FOUND", "new-checkout/"),
+        (ONE + "Not%20A%20Key", 404, "FLAG_NOT_FOUND", "Not A Key"),
+        (ONE + "%F0%9F%9A%80", 404, "FLAG_NOT_FOUND", "🚀"),
+        (ONE + "x" * 2000, 404, "FLAG_NOT_FOUND", "x" * 2000),
+        (ONE + "a%00b", 400, "GENERAL", None),
+        (ONE, 404, "GENERAL", None),
+        ("/ofrep/v1/evaluate/", 404, "GENERAL", None),
+        ("/ofrep/v2/evaluate/flags", 404, "GENERAL", None),
+    ],
+)
+def test_every_ofrep_address_answers_json(api, beta_key, path, status, code, key):
+    response = post(api, path, {}, beta_key)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    assert data["errorCode"] == code
+    assert data["errorDetails"]
+    assert data.get("key") == key
+
+
+def test_a_flag_address_still_needs_the_key(api, beta_key):
+    response = post(api, ONE + "a/b", {})
+    assert response.status_code == 401
+    assert response.json()["errorCode"] == "GENERAL"
+
+
+def _bulk_etag(api, key, context):
+    response = post(api, ALL, {"context": context}, key)
+    assert response.status_code == 200
+    return response["ETag"]
+
+
+def test_etag_changes_with_the_rollout_share_even_when_the_answer_does_not(
+    api, served, beta, beta_key
+):
+    strategy = make_strategy("Quarter steps", duration_minutes=4, growth_factor=25)
+    set_values(served["off"], beta, enabled=True)
+    deployment = deploy(beta, strategy=strategy.name)  # 25 % see the new version
+    no_key = {}  # without a targeting key the stable version answers, at any share
+    first_body = post(api, ALL, {"context": no_key}, beta_key).content
+    first = _bulk_etag(api, beta_key, no_key)
+    deployment.refresh_from_db()
+    with engine.without_nudges():
+        for _ in range(10):  # the worker's polls until the next step
+            engine.deployment_advance(deployment.pk, now=deployment.next_step_at)
+            deployment.refresh_from_db()
+            if deployment.percentage != 25:
+                break
+    holder.reset()
+    assert deployment.percentage == 50
+    assert post(api, ALL, {"context": no_key}, beta_key).content == first_body
+    second = _bulk_etag(api, beta_key, no_key)
+    assert second != first
+    response = post(api, ALL, {"context": no_key}, beta_key, **{"If-None-Match": first})
+    assert response.status_code == 200
+
+
+def test_etag_does_not_change_when_nothing_served_changes(api, served, beta, production, beta_key):
+    context = {"targetingKey": "u1", "country": "US"}
+    first = _bulk_etag(api, beta_key, context)
+    assert _bulk_etag(api, beta_key, context) == first
+    holder.reset()  # a reload, as every process does every 30 s
+    assert _bulk_etag(api, beta_key, context) == first
+    new_key(beta, "another app")  # keys change, not what is served
+    assert _bulk_etag(api, beta_key, context) == first
+    set_values(served["off"], production, enabled=True)
+    deploy(production)  # another environment
+    assert _bulk_etag(api, beta_key, context) == first
+    set_values(served["off"], beta, enabled=True)  # saved, not deployed
+    holder.reset()
+    assert _bulk_etag(api, beta_key, context) == first
+    response = post(api, ALL, {"context": context}, beta_key, **{"If-None-Match": f"W/{first}"})
+    assert response.status_code == 304
+
+
+def test_etag_changes_when_the_rules_change(api, served, beta, beta_key):
+    context = {"targetingKey": "u1", "country": "FR"}
+    first = _bulk_etag(api, beta_key, context)
+    set_values(
+        served["string"],
+        beta,
+        rules=[
+            {
+                "conditions": [{"attribute": "country", "operator": "in", "value": ["US"]}],
+                "serve": {"variant": "green"},
+            }
+        ],
+    )
+    deploy(beta)
+    assert _bulk_etag(api, beta_key, context) != first
+
+
+def test_a_revoked_key_is_refused_within_the_refresh_interval(
+    api, beta_key, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.OFREP_REFRESH_SECONDS = 1
+    clock = [1000.0]
+    monkeypatch.setattr("flagdash.evaluation.snapshot.time.monotonic", lambda: clock[0])
+    holder.reset()
+    assert post(api, ONE + "new-checkout", {}, beta_key).status_code == 200
+    key = ApiKey.objects.get(key_hash=key_services.key_hash(beta_key))
+    with django_capture_on_commit_callbacks(execute=True):  # the cache token, after commit
+        key_services.api_key_revoke(actor=None, key=key)
+    clock[0] += 0.5  # within the interval this process may still answer from its snapshot
+    post(api, ONE + "new-checkout", {}, beta_key)
+    clock[0] += 0.6
+    assert post(api, ONE + "new-checkout", {}, beta_key).status_code == 401
+    assert post(api, ALL, {}, beta_key).status_code == 401
+    assert (
+        api.get(
+            "/ofrep/v1/flagd/flags.json", headers={"Authorization": f"Bearer {beta_key}"}
+        ).status_code
+        == 401
+    )
+
+
+def test_no_sql_for_refusals_either(api, beta_key, django_assert_num_queries, settings):
+    settings.OFREP_REFRESH_SECONDS = 1
+    post(api, ONE + "new-checkout", {}, beta_key)  # loads the snapshot
+    with django_assert_num_queries(0):
+        assert post(api, ONE + "new-checkout", {}, "fdk_" + "x" * 40).status_code == 401
+        assert post(api, ONE + "new-checkout", "nope", beta_key).status_code == 400
+        assert post(api, ONE + "a/b", {}, beta_key).status_code == 404
+        response = api.get(
+            "/ofrep/v1/flagd/flags.json", headers={"Authorization": f"Bearer {beta_key}"}
+        )
+        assert response.status_code == 200

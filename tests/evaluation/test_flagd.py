@@ -60,12 +60,21 @@ def test_export_is_valid_flagd(api, served, beta, beta_key):
     assert flags["new-checkout"]["targeting"] == {
         "if": [{"ends_with": [{"var": "email"}, "@example.com"]}, "off", None]
     }
-    assert flags["old-flow"]["state"] == "DISABLED"
+    # Disabled: flagd serves the off value, as flagdash does (flagd's DISABLED would not).
+    assert flags["old-flow"]["state"] == "ENABLED"
+    assert flags["old-flow"]["defaultVariant"] == "off"
+    assert "targeting" not in flags["old-flow"]
+    assert flags["old-flow"]["metadata"]["flagdash.disabled"] is True
     assert flags["discount-rate"]["variants"] == {"none": 0.0, "some": 1.0}
     split = flags["max-items"]["targeting"]["if"][1]["fractional"]
-    assert split[1:] == [["few", 3350], ["many", 6650]]
+    assert split == [["few", 3350], ["many", 6650]]
     semver = flags["max-items"]["targeting"]["if"][0]["or"][0]
-    assert semver == {"sem_ver": [{"var": "appVersion"}, ">=", "2.4.0"]}
+    assert semver == {
+        "and": [
+            {"starts_with": [{"var": "appVersion"}, ""]},
+            {"sem_ver": [{"var": "appVersion"}, ">=", "2.4.0"]},
+        ]
+    }
     assert flags["max-items"]["targeting"]["if"][0]["or"][2] == {
         "<": [{"var": "$flagd.timestamp"}, 1893456000]
     }
@@ -103,3 +112,12 @@ def test_the_schema_refuses_what_flagd_refuses():
     mixed = {"flags": {"x": {"state": "ENABLED", "variants": {"a": 1, "b": "two"}}}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(SCHEMA).validate(mixed)
+    for targeting in (
+        {"fractional": [["a", 100]]},  # flagd needs two weighted variants
+        {"fractional": [["a", 50.5], ["b", 49.5]]},  # flagd's evaluators take whole weights
+        {"substr": [{"var": "x"}, 0, 1, 2]},
+        {"starts_with": [{"var": "x"}, "a", "b"]},
+    ):
+        flag = {"state": "ENABLED", "variants": {"a": 1, "b": 2}, "targeting": targeting}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft202012Validator(SCHEMA).validate({"flags": {"x": flag}})
