@@ -441,8 +441,8 @@ def scan_tree(
     result = ScanResult(listing="git" if use_git else "walk")
     files = git_files(root) if use_git else walk_files(root)
     for absolute, rel in files:
-        if len(rel) > MAX_PATH_CHARS:
-            result.skipped_unreadable += 1
+        if len(rel) > MAX_PATH_CHARS or "\n" in rel or "\r" in rel:
+            result.skipped_unreadable += 1  # no one-line reference can name it
             continue
         outcome, data = read_candidate(absolute)
         if outcome == "large":

@@ -76,8 +76,8 @@ def _valid_path(path: str) -> str | None:
         return f"At most {scanner.MAX_PATH_CHARS} characters (this is {len(path)})."
     if any(ch in path for ch in "\x00\n\r"):
         return "A path is one line without NUL characters."
-    if path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path) or "\\" in path:
-        return "Give the path relative to the scanned directory, with forward slashes."
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path):
+        return "Give the path relative to the scanned directory (not absolute)."
     if any(part in ("", ".", "..") for part in path.split("/")):
         return "The path has an empty, “.” or “..” part."
     return None

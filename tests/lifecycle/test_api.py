@@ -150,6 +150,7 @@ R0 = "references[0]"
         (ref(flag="nope"), f"{R0}.flag", "unknown_flag", "Checkout has no flag “nope”."),
         (ref(path="/etc/passwd"), f"{R0}.path", "invalid_path", "relative"),
         (ref(path="../x.py"), f"{R0}.path", "invalid_path", "“..”"),
+        (ref(path="C:\\src\\x.py"), f"{R0}.path", "invalid_path", "not absolute"),
         (ref(line=0), f"{R0}.line", "out_of_range", "from 1"),
         (ref(excerpt="x" * 201), f"{R0}.excerpt", "too_long", "At most 200"),
         (ref(excerpt="a\nb"), f"{R0}.excerpt", "invalid", "one line"),

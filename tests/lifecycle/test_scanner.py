@@ -218,3 +218,12 @@ def test_no_keys_still_counts_the_files(tmp_path):
     write(tmp_path, "a.py", "beta\n")
     result = scanner.scan_tree(tmp_path, [], use_git=False)
     assert (result.files_scanned, result.references) == (1, [])
+
+
+def test_odd_file_names_are_scanned_or_skipped_but_never_break_the_scan(tmp_path, keys_of):
+    write(tmp_path, "back\\slash.py", "beta\n")  # a legal POSIX name
+    write(tmp_path, "new\nline.py", "beta\n")  # no one-line reference can name it
+    write(tmp_path, "ünïcode.py", "beta\n")
+    result = scanner.scan_tree(tmp_path, ["beta"], use_git=False)
+    assert sorted(keys_of(result)) == [("beta", "back\\slash.py", 1), ("beta", "ünïcode.py", 1)]
+    assert result.skipped_unreadable == 1
