@@ -102,9 +102,6 @@ class Timeline:
             elif old.label != label:  # same value, clearer label (nothing served changed)
                 self.states[(environment_id, key)] = replace(old, label=label)
 
-    def of(self, environment_id: int) -> dict[str, Served]:
-        return {k: s for (env, k), s in self.states.items() if env == environment_id}
-
 
 def completed_deployments(environment_ids: Iterable[int]) -> Any:
     """Completed deployments of these environments in the order they went live."""
@@ -221,12 +218,12 @@ def refresh(environments: Sequence[Environment], *, now: dt.datetime | None = No
 
 def _save(timeline: Timeline, before: dict[tuple[int, str], Served], envs: Iterable[int]) -> None:
     envs = set(envs)
-    gone = [k for k in before if k[0] in envs and k not in timeline.states]
-    if gone:
-        condition = Q(pk__in=[])
-        for env_id, key in gone:
-            condition |= Q(environment_id=env_id, flag_key=key)
-        ServedFlagState.objects.filter(condition).delete()
+    gone: dict[int, list[str]] = {}
+    for env_id, key in before:
+        if env_id in envs and (env_id, key) not in timeline.states:
+            gone.setdefault(env_id, []).append(key)
+    for env_id, keys in gone.items():  # one DELETE per environment that lost flags
+        ServedFlagState.objects.filter(environment_id=env_id, flag_key__in=keys).delete()
     changed = [(k, s) for k, s in timeline.states.items() if k[0] in envs and before.get(k) != s]
     if changed:
         ServedFlagState.objects.bulk_create(

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,6 +30,7 @@ from flagdash.flags import services as flag_services
 from flagdash.flags.forms import apply_service_errors
 from flagdash.flags.models import Application, Flag
 from flagdash.lifecycle import charts, selectors, services
+from flagdash.lifecycle.forms import RowForm
 
 LIST_TEMPLATE = "lifecycle/short_term.html"
 CONFIRM_TEMPLATE = "lifecycle/archive_confirm.html"
@@ -66,34 +66,6 @@ def _toast(request: HttpRequest, text: str, level: str = "info") -> str:
 # --- the page --------------------------------------------------------------------------------
 
 
-class RowForm(forms.Form):
-    """The inline edit of one row: lifetime, owner, remove-by date."""
-
-    lifetime = forms.ChoiceField(
-        choices=[("short_term", "Short-term"), ("permanent", "Permanent")], label="Lifetime"
-    )
-    owner = forms.CharField(required=False, max_length=150, label="Owner")
-    remove_by = forms.DateField(
-        required=False,
-        label="Remove by",
-        widget=forms.DateInput(attrs={"type": "date"}),
-        error_messages={"invalid": "Enter a date as YYYY-MM-DD."},
-    )
-
-    def __init__(self, *args: Any, flag: Flag, usernames: list[str], **kwargs: Any) -> None:
-        kwargs.setdefault("prefix", f"f{flag.pk}")
-        kwargs.setdefault(
-            "initial",
-            {
-                "lifetime": "short_term" if flag.short_term else "permanent",
-                "owner": flag.owner.username if flag.owner else "",
-                "remove_by": flag.remove_by,
-            },
-        )
-        super().__init__(*args, **kwargs)
-        self.usernames = usernames
-
-
 def _page_context(
     request: HttpRequest,
     app: Application,
@@ -109,12 +81,11 @@ def _page_context(
     params = query.copy()
     params.pop("page", None)
     rules = selectors.status_rules(lifecycle.days)
-    usernames = list(flag_selectors.active_users().values_list("username", flat=True))
+    usernames: list[str] = []
     forms_by_flag = {}
     if permissions.can_edit_flags(request.user):
-        forms_by_flag = {
-            row.flag.pk: RowForm(flag=row.flag, usernames=usernames) for row in page.object_list
-        }
+        usernames = list(flag_selectors.active_users().values_list("username", flat=True))
+        forms_by_flag = {row.flag.pk: RowForm(flag=row.flag) for row in page.object_list}
         if edit is not None:
             forms_by_flag[edit[0].pk] = edit[1]
 
@@ -180,8 +151,7 @@ def short_term_edit(request: HttpRequest, app_key: str, flag_key: str) -> HttpRe
         if is_partial(request):
             return reswap(HttpResponse(_toast(request, text, "error"), status=403), "none")
         raise PermissionDenied(text)
-    usernames = list(flag_selectors.active_users().values_list("username", flat=True))
-    form = RowForm(request.POST, flag=flag, usernames=usernames)
+    form = RowForm(request.POST, flag=flag)
     if form.is_valid():
         data = form.cleaned_data
         try:
