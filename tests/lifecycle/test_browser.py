@@ -72,3 +72,31 @@ def test_an_editor_filters_overdue_archives_two_and_finds_them_in_the_audit_log(
     expect(archived).to_have_count(2)
     expect(archived.filter(has_text="summer-sale")).to_contain_text("editor")
     expect(archived.filter(has_text="old-checkout")).to_contain_text("editor")
+
+
+def test_an_editor_changes_a_remove_by_date_and_a_lifetime_inline(
+    page: Page, live_server, overdue_flags, password
+):
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill("editor")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/apps/checkout/short-term/?status=overdue")
+    rows = page.locator("table.short-term tbody tr")
+    expect(rows).to_have_count(2)
+
+    row = rows.filter(has_text="summer-sale")
+    row.locator("summary", has_text="Edit").click()
+    row.get_by_label("Remove by").fill("2031-05-01")
+    row.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved summer-sale.")).to_be_visible()
+    expect(rows).to_have_count(1)  # no longer overdue
+    assert str(Flag.objects.get(key="summer-sale").remove_by) == "2031-05-01"
+
+    row = rows.filter(has_text="old-checkout")
+    row.locator("summary", has_text="Edit").click()
+    row.get_by_label("Lifetime").select_option("permanent")
+    row.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("old-checkout is now permanent")).to_be_visible()
+    expect(rows).to_have_count(0)
+    assert Flag.objects.get(key="old-checkout").short_term is False
