@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 LOCK_ARGS ?=
 PIP_COMPILE_FLAGS := --allow-unsafe --no-emit-find-links --no-emit-index-url --strip-extras
 
-.PHONY: help run test lint bench bench-toggle bench-ofrep bench-cloud lock clean distclean venv deps deps-dev chromium static migrate seed
+.PHONY: help run test lint bench bench-toggle bench-ofrep bench-cloud bench-scan lock clean distclean venv deps deps-dev chromium static migrate seed
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -104,6 +104,9 @@ bench-cloud: deps-dev  ## AWS calls of one Linear20PercentEvery6Minutes rollout;
 	CI=true $(BIN)/pytest -q -s -p no:cacheprovider tests/backends/test_aws_appconfig_calls.py
 	CI=true FLAGDASH_MEASURE_AZURE_LAG=1 $(BIN)/pytest -q -s -p no:cacheprovider \
 		tests/backends/azure/test_azure_appconfig_worker.py -k production
+
+bench-scan: deps  ## manage.py scan_code_refs on a generated tree of 50,000 files (walk and git)
+	$(PY) benchmarks/scan_code_refs.py --git
 
 lock: deps-dev  ## Recompile requirements/*.txt from pyproject.toml (LOCK_ARGS=--upgrade to bump)
 	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_ARGS) --output-file=requirements/base.txt pyproject.toml

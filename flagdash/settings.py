@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from flagdash.env import env_bool, env_int, env_list, env_str, secret_from_file
 
@@ -38,6 +40,7 @@ INSTALLED_APPS = [
     "flagdash.flags",
     "flagdash.deployments",
     "flagdash.evaluation",
+    "flagdash.lifecycle",
 ]
 
 MIDDLEWARE = [
@@ -142,6 +145,20 @@ CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# --- Short-term flags (flagdash/lifecycle) ----------------------------------------------------
+# A flag with the same value everywhere (or not evaluated) for this many days is "ready to
+# remove" (or "unused").
+LIFECYCLE_READY_DAYS = env_int("LIFECYCLE_READY_DAYS", 14, minimum=1)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+LIFECYCLE_DIGEST_WEEKDAY = env_str("LIFECYCLE_DIGEST_WEEKDAY", "mon").lower()
+if LIFECYCLE_DIGEST_WEEKDAY not in WEEKDAYS:
+    raise ImproperlyConfigured(
+        f"LIFECYCLE_DIGEST_WEEKDAY must be one of {', '.join(WEEKDAYS)}, "
+        f"got {LIFECYCLE_DIGEST_WEEKDAY!r}"
+    )
+LIFECYCLE_DIGEST_HOUR = env_int("LIFECYCLE_DIGEST_HOUR", 8, minimum=0)
+if LIFECYCLE_DIGEST_HOUR > 23:
+    raise ImproperlyConfigured(f"LIFECYCLE_DIGEST_HOUR must be 0–23, got {LIFECYCLE_DIGEST_HOUR}")
 CELERY_BEAT_SCHEDULE = {
     "audit-verify-chain": {
         "task": "flagdash.audit.tasks.audit_verify_chain_task",
@@ -164,6 +181,19 @@ CELERY_BEAT_SCHEDULE = {
     "evaluation-counts-prune": {
         "task": "flagdash.evaluation.tasks.evaluation_counts_prune_task",
         "schedule": 3600,
+    },
+    # Short-term flags: this week's status counts for the chart (daily), the owners' digest.
+    "lifecycle-snapshots": {
+        "task": "flagdash.lifecycle.tasks.lifecycle_snapshots_task",
+        "schedule": crontab(minute=17, hour="*/6"),
+        "options": {"expires": 3600},
+    },
+    "lifecycle-digest": {
+        "task": "flagdash.lifecycle.tasks.lifecycle_digest_task",
+        "schedule": crontab(
+            minute=0, hour=LIFECYCLE_DIGEST_HOUR, day_of_week=LIFECYCLE_DIGEST_WEEKDAY
+        ),
+        "options": {"expires": 6 * 3600},
     },
 }
 
@@ -240,6 +270,7 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # --- I18N / static ----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+CELERY_TIMEZONE = TIME_ZONE  # crontab schedules (the weekly digest) follow the displayed time
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
@@ -258,6 +289,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 # --- Email ------------------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "flagdash@localhost")
+# Where people reach flagdash: links in e-mail (the short-term digest) start with it.
+FLAGDASH_BASE_URL = env_str("FLAGDASH_BASE_URL", f"http://127.0.0.1:{PORT}")
 
 # --- flagdash ---------------------------------------------------------------------------------
 FLAGDASH_PAGE_SIZE = env_int("FLAGDASH_PAGE_SIZE", 25, minimum=5)

@@ -1,10 +1,10 @@
 """Take the README's screenshots from a running flagdash with the demo data.
 
     make run                      # in one terminal (demo data, http://127.0.0.1:8000)
-    .venv/bin/python scripts/screenshots.py [BASE_URL]
+    .venv/bin/python scripts/screenshots.py [BASE_URL] [NAME ...]
 
 Logs in as the demo admin (password from FLAGDASH_DEMO_PASSWORD or var/demo_password) and
-writes docs/*.png with Debian's Chromium.
+writes docs/*.png with Debian's Chromium (only the NAMEs given, e.g. ``short-term``, if any).
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ PAGES = {
     "deployments": "/apps/checkout/deployments/",
     "deployment": "/apps/checkout/deployments/",  # then the rollout in progress
     "rollbacks": "/apps/checkout/rollbacks/",
+    "short-term": "/apps/checkout/short-term/",
 }
 
 
 def main() -> None:
     base = (sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000").rstrip("/")
+    wanted = sys.argv[2:] or list(PAGES)
+    unknown = [name for name in wanted if name not in PAGES]
+    if unknown:
+        sys.exit(f"Unknown screenshot {', '.join(unknown)}; choose from {', '.join(PAGES)}")
     password = (
         os.environ.get("FLAGDASH_DEMO_PASSWORD")
         or (ROOT / "var" / "demo_password").read_text().strip()
@@ -47,6 +52,8 @@ def main() -> None:
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url("**/flags/")
         for name, path in PAGES.items():
+            if name not in wanted:
+                continue
             page.goto(base + path)
             if name == "audit-log":
                 row = page.locator(".audit-row", has_text="Values edited").first

@@ -50,6 +50,7 @@ class Action(models.TextChoices):
     API_TOKEN_REVOKED = "api_token.revoked", "API token revoked"
     API_KEY_CREATED = "api_key.created", "Environment API key created"
     API_KEY_REVOKED = "api_key.revoked", "Environment API key revoked"
+    CODE_SCAN_UPLOADED = "code_scan.uploaded", "Code references scanned"
     LOGIN = "auth.login", "Logged in"
     LOGOUT = "auth.logout", "Logged out"
     LOGIN_FAILED = "auth.login_failed", "Login failed"

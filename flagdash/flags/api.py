@@ -531,11 +531,24 @@ def flag_update(request: HttpRequest, app_key: str, flag_key: str) -> HttpRespon
 
 
 def _set_archived(request: HttpRequest, app_key: str, flag_key: str, archived: bool) -> Any:
-    flag = _flag(_app(app_key), flag_key)
+    """Archive or restore one flag the way the dashboard does: with a version saved and
+    deployed in every environment that serves it (``flagdash.lifecycle.services``)."""
+    from flagdash.lifecycle import services as lifecycle_services
+
+    app = _app(app_key)
+    flag = _flag(app, flag_key)
     permissions.require_edit_flags(request.user)
     payload(request, allowed=()).check()
-    services.flag_set_archived(actor=request.user, flag=flag, archived=archived)
-    return json_response(flag_detail_data(flag))
+    if (flag.archived_at is not None) == archived:
+        state = "archived" if archived else "active"
+        raise ValidationError(
+            {"archived": ValidationError(f"{flag.key} is already {state}.", code="no_change")}
+        )
+    action = lifecycle_services.flags_archive if archived else lifecycle_services.flags_restore
+    result = action(actor=request.user, application=app, flags=[flag])
+    data = flag_detail_data(flag)
+    data["deployments"] = [deployment_summary(d) for d in result.deployments]
+    return json_response(data)
 
 
 def flag_archive(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse:

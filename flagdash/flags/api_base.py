@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -202,28 +203,34 @@ def _is_json_type(content_type: str) -> bool:
     )
 
 
-def json_body(request: HttpRequest) -> dict[str, Any]:
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n % 2**20 == 0 else f"{n // 1024} KiB"
+
+
+def json_body(request: HttpRequest, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """The request's JSON object (``{}`` for an empty body).
 
-    413 over MAX_BODY_BYTES, 415 for a body that is not declared JSON, 400 ``parse_error`` for
-    invalid JSON (NaN and infinities included), 400 ``invalid`` for anything but an object.
+    413 over ``max_bytes`` (MAX_BODY_BYTES unless the endpoint allows more), 415 for a body
+    that is not declared JSON, 400 ``parse_error`` for invalid JSON (NaN and infinities
+    included), 400 ``invalid`` for anything but an object.
     """
-    too_big = ApiError(
-        413,
-        "payload_too_large",
-        f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.",
-    )
+    too_big = ApiError(413, "payload_too_large", f"The body is larger than {_size(max_bytes)}.")
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
-    if declared > MAX_BODY_BYTES:
+    if declared > max_bytes:
         raise too_big
     try:
-        raw = request.body
+        if max_bytes > MAX_BODY_BYTES and max_bytes > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            # An endpoint that takes more than Django's in-memory limit (request.body would
+            # refuse): read the stream itself, never more than max_bytes + 1.
+            raw = request.read(max_bytes + 1)
+        else:
+            raw = request.body
     except RequestDataTooBig as exc:
         raise too_big from exc
-    if len(raw) > MAX_BODY_BYTES:
+    if len(raw) > max_bytes:
         raise too_big
     if not raw.strip():
         return {}
@@ -385,9 +392,13 @@ def _json_type(value: Any) -> str:
 
 
 def payload(
-    request: HttpRequest, *, allowed: Iterable[str], ignored: Iterable[str] = ()
+    request: HttpRequest,
+    *,
+    allowed: Iterable[str],
+    ignored: Iterable[str] = (),
+    max_bytes: int = MAX_BODY_BYTES,
 ) -> Payload:
-    return Payload(json_body(request), allowed=allowed, ignored=ignored)
+    return Payload(json_body(request, max_bytes=max_bytes), allowed=allowed, ignored=ignored)
 
 
 # --- dispatch --------------------------------------------------------------------------------

@@ -23,7 +23,14 @@ from flagdash.deployments import services as deployment_services
 from flagdash.deployments.models import Deployment, DeploymentEvent, DeploymentStrategy
 from flagdash.env import secret_from_file
 from flagdash.flags import services
-from flagdash.flags.models import Application, Environment, FlagKind, FlagSetting, ValueType
+from flagdash.flags.models import (
+    Application,
+    Environment,
+    Flag,
+    FlagKind,
+    FlagSetting,
+    ValueType,
+)
 
 User = get_user_model()
 DEMO_USERS = (("admin", Role.ADMIN), ("editor", Role.EDITOR), ("viewer", Role.VIEWER))
@@ -85,6 +92,7 @@ class DemoFlag:
     variants: tuple[dict[str, Any], ...] = ()
     default_variant: str = ""
     rules: dict[str, list[dict[str, Any]]] | None = None  # env key -> targeting rules
+    age_days: int = 60  # how long ago it was created (the short-term page shows ages)
 
 
 CHECKOUT = (
@@ -95,6 +103,7 @@ CHECKOUT = (
         short_term=True,
         owner="editor",
         remove_by_days=45,
+        age_days=50,
         tags=("payments", "promotion"),
         attributes=(
             {
@@ -160,7 +169,20 @@ CHECKOUT = (
         short_term=True,
         owner="editor",
         remove_by_days=-20,
+        age_days=75,
         tags=("payments", "release"),
+        enabled=("beta", "production"),
+    ),
+    DemoFlag(
+        "one-page-checkout",
+        "One-page checkout",
+        "Address, shipping and payment on one page instead of three steps. Rolled out to "
+        "everyone a month ago: the code's old path can go.",
+        short_term=True,
+        owner="admin",
+        remove_by_days=10,
+        age_days=60,
+        tags=("release",),
         enabled=("beta", "production"),
     ),
     DemoFlag(
@@ -180,6 +202,7 @@ CHECKOUT = (
         short_term=True,
         owner="editor",
         remove_by_days=20,
+        age_days=35,
         tags=("experiment",),
         enabled=("beta",),
         variants=(
@@ -232,6 +255,7 @@ CHECKOUT = (
         short_term=True,
         owner="editor",
         remove_by_days=-60,
+        age_days=120,
         tags=("promotion",),
         attributes=({"name": "threshold-usd", "type": "number", "minimum": 0, "maximum": 1000},),
         values={"beta": {"threshold-usd": 50}, "production": {"threshold-usd": 75}},
@@ -243,6 +267,7 @@ CHECKOUT = (
         short_term=True,
         owner="admin",
         remove_by_days=30,
+        age_days=45,
         tags=("payments", "release"),
         enabled=("beta",),
     ),
@@ -311,6 +336,7 @@ STOREFRONT = (
         short_term=True,
         owner="editor",
         remove_by_days=-35,
+        age_days=90,
         tags=("ux", "release"),
         enabled=("beta", "production"),
     ),
@@ -321,6 +347,7 @@ STOREFRONT = (
         short_term=True,
         owner="admin",
         remove_by_days=-5,
+        age_days=40,
         tags=("release",),
         enabled=("beta",),
     ),
@@ -331,6 +358,7 @@ STOREFRONT = (
         short_term=True,
         owner="editor",
         remove_by_days=60,
+        age_days=70,
         tags=("release",),
     ),
     DemoFlag(
@@ -371,6 +399,12 @@ def _seed_application(
         ),
     ]
     today = timezone.localdate()
+    now = timezone.now()
+    oldest = max(spec.age_days for spec in flags)
+    Application.objects.filter(pk=app.pk).update(created_at=now - dt.timedelta(days=oldest + 1))
+    Environment.objects.filter(application=app).update(
+        created_at=now - dt.timedelta(days=oldest + 1)
+    )
     for spec in flags:
         owner = users[spec.owner]
         flag = services.flag_create(
@@ -390,6 +424,7 @@ def _seed_application(
             variants=[dict(v) for v in spec.variants] or None,
             default_variant=spec.default_variant,
         )
+        Flag.objects.filter(pk=flag.pk).update(created_at=now - dt.timedelta(days=spec.age_days))
         for attribute in spec.attributes:
             services.attribute_save(actor=owner, flag=flag, **attribute)
         for env in envs:
@@ -405,7 +440,9 @@ def _seed_application(
                 default_variant=setting.default_variant,
                 rules=(spec.rules or {}).get(env.key, []),
             )
-    start = timezone.now() - dt.timedelta(days=3)
+    # The first versions went live a month ago: long enough for "unchanged for 30 days" and a
+    # ready-to-remove flag on the short-term page.
+    start = timezone.now() - dt.timedelta(days=30)
     for env in envs:
         version = services.config_version_create(
             actor=admin, environment=env, message="Initial configuration"
@@ -570,4 +607,10 @@ def seed_demo(*, reset_passwords: bool = False) -> SeedResult:
             environment=Environment.objects.get(application=checkout, key="production"),
             enabled=True,
         )
+    # Short-term flags: a scan of each application's demo code, a week of simulated
+    # evaluations of the flags that code uses, and the weekly status chart.
+    from flagdash.lifecycle.demo import seed_lifecycle
+
+    for key in created:
+        seed_lifecycle(Application.objects.get(key=key))
     return SeedResult(created, password, source, kept)

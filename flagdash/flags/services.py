@@ -318,7 +318,7 @@ def environment_create(
         after=_environment_snapshot(env),
     )
     # Version 1 is the environment's starting point: every flag, all off.
-    _save_version(actor, env, documents.working_document(env), "Environment created", None)
+    save_version(actor, env, documents.working_document(env), "Environment created", None)
     return env
 
 
@@ -382,7 +382,7 @@ def _refuse_if_archived(flag: Flag, field_name: str = "archived") -> None:
         )
 
 
-def _protected_environments_using(flag: Flag) -> list[Environment]:
+def protected_environments_using(flag: Flag) -> list[Environment]:
     """Protected environments where the flag is on, or is in the latest saved version."""
     found = []
     settings = FlagSetting.objects.filter(flag=flag, environment__protected=True).select_related(
@@ -547,23 +547,43 @@ def flag_update(
 
 @transaction.atomic(durable=True)
 def flag_set_archived(*, actor: Any, flag: Flag, archived: bool) -> Flag:
-    """Archive (hide, leave out of new versions) or restore a flag."""
+    """Archive (hide, leave out of new versions) or restore a flag, without deploying anything.
+
+    The dashboard and the API archive through ``flagdash.lifecycle.services.flags_archive``,
+    which also saves and deploys a version without the flag in every environment serving it.
+    """
     _check(actor, permissions.require_edit_flags)
-    flag = (
-        Flag.objects.select_for_update(of=("self",))
-        .select_related("application", "owner")
-        .get(pk=flag.pk)
-    )
-    if (flag.archived_at is not None) == archived:
+    locked = lock_flag(flag)
+    if (locked.archived_at is not None) == archived:
         state = "archived" if archived else "active"
         raise field_error("archived", f"{flag.key} is already {state}.", "no_change")
     if actor is not None and archived:
-        protected = _protected_environments_using(flag)
+        protected = protected_environments_using(locked)
         if protected and not permissions.can_admin(actor):
             names = ", ".join(e.name for e in protected)
             raise PermissionDenied(
                 f"{flag.key} is in use in {names} (protected): only admins can archive it."
             )
+    return mark_archived(actor=actor, flag=locked, archived=archived)
+
+
+def lock_flag(flag: Flag) -> Flag:
+    """The flag's row, locked until the caller's transaction ends."""
+    return (
+        Flag.objects.select_for_update(of=("self",))
+        .select_related("application", "owner")
+        .get(pk=flag.pk)
+    )
+
+
+def mark_archived(*, actor: Any, flag: Flag, archived: bool) -> Flag:
+    """Inside the caller's transaction, on a flag it has locked (``lock_flag``): set or clear
+    ``archived_at`` and audit it. Callers check permissions first."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("mark_archived must run inside the caller's transaction")
+    if (flag.archived_at is not None) == archived:
+        state = "archived" if archived else "active"
+        raise field_error("archived", f"{flag.key} is already {state}.", "no_change")
     before = flag_snapshot(flag)
     flag.archived_at = timezone.now() if archived else None
     flag.save(update_fields=["archived_at", "updated_at"])
@@ -804,7 +824,7 @@ def flag_set_enabled(
     It is deployed with the environment's default strategy (queued behind a running deployment).
     """
     _check(actor, permissions.require_edit_environment, environment)
-    environment = _lock_environment(environment)
+    environment = lock_environment(environment)
     setting = _locked_setting(flag, environment)
     if setting.flag.archived_at is not None:
         raise field_error("enabled", f"{flag.key} is archived; restore it first.", "archived")
@@ -835,7 +855,7 @@ def flag_set_enabled(
     if latest is not None and latest.sha256 == sha256_hex(canonical_json(document)):
         version = latest  # already saved (not deployed yet): deploy that version
     else:
-        version = _save_version(
+        version = save_version(
             actor,
             setting.environment,
             document,
@@ -1033,7 +1053,7 @@ def working_state_follow_rollback(
     return reset
 
 
-def _lock_environment(environment: Environment) -> Environment:
+def lock_environment(environment: Environment) -> Environment:
     """Serialise version numbering per environment (lock order: environment, then settings)."""
     return (
         Environment.objects.select_for_update(of=("self",))
@@ -1042,7 +1062,7 @@ def _lock_environment(environment: Environment) -> Environment:
     )
 
 
-def _save_version(
+def save_version(
     actor: Any,
     environment: Environment,
     document: dict[str, Any],
@@ -1088,7 +1108,7 @@ def _save_version(
 def config_version_create(*, actor: Any, environment: Environment, message: str) -> ConfigVersion:
     """Save the environment's whole working state as a new immutable version."""
     _check(actor, permissions.require_edit_environment, environment)
-    env = _lock_environment(environment)
+    env = lock_environment(environment)
     message = _clean_text(message, "message", limit=500)
     latest = latest_version(env)
-    return _save_version(actor, env, documents.working_document(env), message, latest)
+    return save_version(actor, env, documents.working_document(env), message, latest)

@@ -10,7 +10,6 @@ urlpatterns = [
     path(app_prefix + "flags/new/", views.flag_create, name="flag_create"),
     path(flag_prefix, views.flag_detail, name="flag_detail"),
     path(flag_prefix + "edit/", views.flag_edit, name="flag_edit"),
-    path(flag_prefix + "archive/", views.flag_archive, name="flag_archive"),
     path(flag_prefix + "env/<str:env_key>/toggle/", views.flag_toggle, name="flag_toggle"),
     path(
         flag_prefix + "env/<str:env_key>/values/", views.flag_setting_save, name="flag_setting_save"
@@ -48,5 +47,4 @@ urlpatterns = [
         views.environment_rollout_status,
         name="environment_rollout_status",
     ),
-    path(app_prefix + "short-term/", views.short_term, name="short_term"),
 ]

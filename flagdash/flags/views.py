@@ -316,39 +316,6 @@ def flag_edit(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse
     )
 
 
-@require_http_methods(["GET", "POST"])
-def flag_archive(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse:
-    """Archive (after a confirmation page) or restore a flag."""
-    app = _app(request, app_key)
-    flag = selectors.flag_by_key(app, flag_key)
-    permissions.require_edit_flags(request.user)
-    archive = not flag.is_archived
-    if request.method == "POST":
-        try:
-            services.flag_set_archived(actor=request.user, flag=flag, archived=archive)
-        except ValidationError as exc:
-            messages.error(request, _error_text(exc))
-        else:
-            messages.success(
-                request,
-                f"Archived {flag.key}: it is left out of new versions."
-                if archive
-                else f"Restored {flag.key}.",
-            )
-        return redirect("flag_detail", app_key=app.key, flag_key=flag.key)
-    environments = selectors.environments_of(app)
-    return render(
-        request,
-        "flags/flag_archive.html",
-        {
-            "application": app,
-            "flag": flag,
-            "archive": archive,
-            "settings": selectors.settings_of(flag, environments),
-        },
-    )
-
-
 # --- the flag page ---------------------------------------------------------------------------
 
 
@@ -840,25 +807,4 @@ def environment_rollout_status(request: HttpRequest, app_key: str, env_key: str)
             "flag": flag,
             "rollout": selectors.rollout_for(flag, environment),
         },
-    )
-
-
-# --- pages later work fills ------------------------------------------------------------------
-
-
-@require_GET
-def short_term(request: HttpRequest, app_key: str) -> HttpResponse:
-    app = _app(request, app_key)
-    flags = list(
-        selectors.flag_queryset(
-            app, selectors.FlagFilters(short_term="yes", sort="remove_by")
-        ).select_related("owner")[:200]
-    )
-    last_evaluated = evaluation_selectors.last_evaluated_by_flag(app)
-    for flag in flags:
-        flag.last_evaluated = last_evaluated.get(flag.key)  # type: ignore[attr-defined]
-    return render(
-        request,
-        "flags/short_term.html",
-        {"application": app, "flags": flags, "today": selectors.today()},
     )

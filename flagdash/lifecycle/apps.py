@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class LifecycleConfig(AppConfig):
+    name = "flagdash.lifecycle"
+    label = "lifecycle"
+    verbose_name = "Short-term flag lifecycle"

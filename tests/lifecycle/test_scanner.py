@@ -1,0 +1,229 @@
+"""The code-reference scanner on generated trees: what it reads, what it skips, what matches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flagdash.lifecycle import scanner
+
+KEYS = ["beta", "beta-x", "new-checkout", "allow_bitcoin", "old-flow"]
+
+
+def write(root: Path, rel: str, content: str | bytes) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+def git(root: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    done = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("line", "found"),
+    [
+        ('flags.get("beta")', ["beta"]),
+        ("if beta.enabled:", ["beta"]),
+        ("alphabeta_x = 1", []),
+        ("beta_x = 1", []),
+        ("x = beta2", []),
+        ("BetaX and BETA", []),
+        ("use beta-x here", ["beta-x"]),
+        ("beta-y is another flag", []),
+        ("beta-xy too", []),
+        ("prefix-beta and beta-", []),
+        ("new-checkout, allow_bitcoin; old-flow", ["new-checkout", "allow_bitcoin", "old-flow"]),
+        ("'new-checkout'+'new-checkout'", ["new-checkout"]),  # one reference per key and line
+        ("$beta/[beta]{beta}(beta)", ["beta"]),
+        ("new-checkout-v2 and xnew-checkout", []),
+    ],
+)
+def test_keys_match_only_as_whole_tokens(line, found):
+    pattern = scanner.compile_keys(KEYS)
+    refs = list(scanner.scan_bytes(f"{line}\n".encode(), pattern, "f.py"))
+    assert [r.flag for r in refs] == found
+
+
+def test_line_numbers_and_excerpts_are_those_of_each_match():
+    pattern = scanner.compile_keys(KEYS)
+    data = b"first\r\n\tif beta:\r\nnothing\n\n   old-flow()   \nlast beta"
+    refs = list(scanner.scan_bytes(data, pattern, "a.py"))
+    assert [(r.line, r.flag, r.excerpt) for r in refs] == [
+        (2, "beta", "if beta:"),
+        (5, "old-flow", "old-flow()"),
+        (6, "beta", "last beta"),
+    ]
+
+
+def test_a_long_line_is_cut_to_200_characters_around_the_key():
+    pattern = scanner.compile_keys(KEYS)
+    line = "x" * 500 + " new-checkout " + "y" * 500
+    (ref,) = scanner.scan_bytes(line.encode(), pattern, "a.py")
+    assert len(ref.excerpt) == scanner.MAX_EXCERPT_CHARS
+    assert "new-checkout" in ref.excerpt
+    assert ref.excerpt.startswith("…") and ref.excerpt.endswith("…")
+
+
+def test_invalid_utf8_and_control_characters_become_replacement_characters():
+    pattern = scanner.compile_keys(KEYS)
+    (ref,) = scanner.scan_bytes(b"\xff\xfe beta \x07end", pattern, "a.py")
+    assert ref.excerpt == "\ufffd\ufffd beta \ufffdend"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A tree with every kind of file the scan must read or skip."""
+    root = tmp_path / "src"
+    write(root, "app/main.py", 'if flags.get("beta"):\n    pass\nold-flow\n')
+    write(root, "app/web/page.tsx", "const a = isOn('new-checkout');\nconst b = alphabeta_x;\n")
+    write(root, "README.md", "Remove `allow_bitcoin` after the promotion.\n")
+    write(root, ".gitignore", "node_modules/\n/build\n*.log\n!keep.log\n")
+    write(root, "node_modules/lib/index.js", "beta\n")  # ignored directory
+    write(root, "build/out.js", "beta\n")  # ignored (anchored)
+    write(root, "app/build/kept.js", "beta\n")  # /build is anchored: this one is scanned
+    write(root, "debug.log", "beta\n")  # ignored by *.log
+    write(root, "keep.log", "beta\n")  # re-included by !keep.log
+    write(root, "gen/.gitignore", "*\n!.gitignore\n!wanted.py\n")
+    write(root, "gen/skipped.py", "beta\n")
+    write(root, "gen/wanted.py", "new-checkout\n")
+    write(root, "assets/logo.png", b"\x89PNG\r\n\x1a\n\x00\x00beta")  # binary
+    write(root, "data/big.sql", "-- beta\n" + "x" * (scanner.MAX_FILE_BYTES + 1))  # > 1 MiB
+    exact = "-- beta\n"
+    write(root, "data/exact.sql", exact + "y" * (scanner.MAX_FILE_BYTES - len(exact)))  # = 1 MiB
+    return root
+
+
+EXPECTED = [
+    ("allow_bitcoin", "README.md", 1),
+    ("beta", "app/build/kept.js", 1),
+    ("beta", "app/main.py", 1),
+    ("old-flow", "app/main.py", 3),
+    ("new-checkout", "app/web/page.tsx", 1),
+    ("beta", "data/exact.sql", 1),
+    ("new-checkout", "gen/wanted.py", 1),
+    ("beta", "keep.log", 1),
+]
+
+
+def _sorted(refs):
+    return sorted(refs, key=lambda r: (r[1], r[2], r[0]))
+
+
+def test_a_walked_tree_skips_ignored_binary_and_big_files(tree, keys_of):
+    (tree / ".git").mkdir()
+    write(tree, ".git/config", "beta\n")  # never read
+    (tree / "link.py").symlink_to(tree / "app/main.py")  # never followed
+    result = scanner.scan_tree(tree, KEYS, use_git=False)
+    assert result.listing == "walk"
+    assert _sorted(keys_of(result)) == _sorted(EXPECTED)
+    assert result.skipped_binary == 1
+    assert result.skipped_large == 1
+    # main.py, page.tsx, README.md, .gitignore, kept.js, keep.log, gen/.gitignore, wanted.py,
+    # exact.sql
+    assert result.files_scanned == 9
+
+
+def test_a_git_work_tree_is_listed_by_git_with_the_same_result(tree, keys_of):
+    git(tree, "init", "-q")
+    git(tree, "add", "-A")
+    git(tree, "commit", "-q", "-m", "first")
+    write(tree, "app/untracked.py", "beta\n")  # untracked, not ignored: scanned
+    write(tree, "node_modules/other.js", "beta\n")  # untracked and ignored: not
+    result = scanner.scan_tree(tree, KEYS)
+    assert result.listing == "git"
+    assert _sorted(keys_of(result)) == _sorted([*EXPECTED, ("beta", "app/untracked.py", 1)])
+    assert (result.skipped_binary, result.skipped_large) == (1, 1)
+    assert scanner.git_head(tree) == git(tree, "rev-parse", "HEAD").strip()
+
+
+def test_the_gitignore_rules_ignore_what_git_ignores(tmp_path):
+    """Our .gitignore reading against git's own, on tricky patterns (a repository without
+    commits: every file is "other", listed unless ignored)."""
+    root = tmp_path / "repo"
+    patterns = "\n".join(
+        [
+            "# a comment",
+            r"\#hash.txt",
+            "*.tmp",
+            "!important.tmp",
+            "/root-only.txt",
+            "docs/*.md",
+            "!docs/keep.md",
+            "**/cache/",
+            "logs/**",
+            "a/**/z.txt",
+            "file?.txt",
+            "[bc]at.txt",
+            "[!d]og.txt",
+            "trailing.txt   ",
+            r"escaped\ space.txt\ ",
+            "dironly/",
+            "*.bak/",
+        ]
+    )
+    write(root, ".gitignore", patterns + "\n")
+    files = [
+        "#hash.txt", "x.tmp", "sub/y.tmp", "important.tmp", "sub/important.tmp",
+        "root-only.txt", "sub/root-only.txt", "docs/a.md", "docs/keep.md", "docs/sub/b.md",
+        "sub/docs/c.md", "cache/x", "deep/er/cache/y", "cache.txt", "logs/a/b.txt",
+        "logs.txt", "a/z.txt", "a/b/z.txt", "a/b/c/z.txt", "file1.txt", "file12.txt",
+        "bat.txt", "cat.txt", "rat.txt", "dog.txt", "fog.txt", "trailing.txt",
+        "escaped space.txt ", "dironly/f", "sub/dironly/g", "dironly.txt", "thing.bak/f",
+        "thing.bak2", "plain.py", "nested/.gitignore", "nested/n.log", "nested/n.txt",
+        "nested/deeper/n.log",
+    ]  # fmt: skip
+    for rel in files:
+        if rel != "nested/.gitignore":
+            write(root, rel, "x\n")
+    write(root, "nested/.gitignore", "*.log\n!deeper/n.log\n")
+    git(root, "init", "-q")
+    expected = sorted(git(root, "ls-files", "--others", "--exclude-standard", "-z").split("\0"))
+    expected = [e for e in expected if e]
+    ours = sorted(rel for _, rel in scanner.walk_files(root))
+    assert ours == expected
+
+
+def test_too_many_references_stop_the_scan_without_a_partial_result(tmp_path):
+    write(tmp_path, "a.py", "beta\n" * 11)
+    with pytest.raises(scanner.ScanError, match="More than 10 references"):
+        scanner.scan_tree(tmp_path, ["beta"], use_git=False, max_references=10)
+
+
+def test_a_path_that_is_not_a_directory_is_refused(tmp_path):
+    with pytest.raises(scanner.ScanError, match="is not a directory"):
+        scanner.scan_tree(tmp_path / "missing", ["beta"])
+
+
+def test_no_keys_still_counts_the_files(tmp_path):
+    write(tmp_path, "a.py", "beta\n")
+    result = scanner.scan_tree(tmp_path, [], use_git=False)
+    assert (result.files_scanned, result.references) == (1, [])
+
+
+def test_odd_file_names_are_scanned_or_skipped_but_never_break_the_scan(tmp_path, keys_of):
+    write(tmp_path, "back\\slash.py", "beta\n")  # a legal POSIX name
+    write(tmp_path, "new\nline.py", "beta\n")  # no one-line reference can name it
+    write(tmp_path, "ünïcode.py", "beta\n")
+    result = scanner.scan_tree(tmp_path, ["beta"], use_git=False)
+    assert sorted(keys_of(result)) == [("beta", "back\\slash.py", 1), ("beta", "ünïcode.py", 1)]
+    assert result.skipped_unreadable == 1
