@@ -49,4 +49,7 @@ urlpatterns = [
         name="environment_rollout_status",
     ),
     path(app_prefix + "short-term/", views.short_term, name="short_term"),
+    path(
+        app_prefix + "rule-attributes/", views.rule_attribute_options, name="rule_attribute_options"
+    ),
 ]
