@@ -302,11 +302,11 @@ def rule_from_raw(raw: RawRule) -> tuple[dict[str, Any] | None, Problems]:
     serve: dict[str, Any]
     if raw.serve == "split":
         parts = []
-        for k, row in enumerate(raw.split):
-            if not row.weight.strip():
+        for k, part in enumerate(raw.split):
+            if not part.weight.strip():
                 continue
             try:
-                parts.append({"variant": row.variant, "weight": parse_number(row.weight)})
+                parts.append({"variant": part.variant, "weight": parse_number(part.weight)})
             except ValidationError as exc:
                 problems[f"split-{k}-weight"] = exc.messages
         if not parts and not any(k.startswith("split-") for k in problems):
@@ -614,7 +614,8 @@ class RuleBuilder:
         self.summary.extend((where, m, self._target_id(key)) for m in messages)
 
     def _target_id(self, key: str) -> str:
-        if _KEY.fullmatch(key) and not _KEY.fullmatch(key)["part"]:  # the card itself
+        found = _KEY.fullmatch(key)
+        if found and not found["part"]:  # the card itself
             return f"rule-card-{self.key(key)}"
         if key.endswith("-split"):
             return f"id_{self.key(key)}-total"
@@ -645,10 +646,8 @@ class RuleBuilder:
                 )
                 if error:
                     code, message = error
-                    part = {"invalid_attribute": "attribute", "invalid_operator": "operator"}
-                    self._add(
-                        f"rule-{i}-cond-{rows[position]}-{part.get(code, 'value')}", [message]
-                    )
+                    field = _CONDITION_PARTS.get(code, "value")
+                    self._add(f"rule-{i}-cond-{rows[position]}-{field}", [message])
             shell = {**rule, "conditions": [_PLACEHOLDER_CONDITION] * len(conditions)}
             error = _first_error(
                 lambda s=shell: targeting.validate_rules([s], variant_names=variant_names)
