@@ -26,6 +26,7 @@ from flagdash.flags.models import (
 )
 from flagdash.flags.rule_builder import RuleBuilder
 
+MAX_RULES_JSON = 100_000  # checked only when the JSON is what gets saved
 MULTI_VALUE_TYPES = [(v, label) for v, label in ValueType.choices if v != ValueType.BOOLEAN]
 
 
@@ -219,7 +220,7 @@ class SettingForm(forms.Form):
     default_variant = forms.CharField(required=False, max_length=64, label="Default variant")
     rules = forms.CharField(
         required=False,
-        max_length=100_000,
+        strip=False,
         label="All rules as JSON",
         widget=forms.Textarea(attrs={"rows": 6, "class": "mono", "spellcheck": "false"}),
         help_text="If you change the JSON here, it replaces the rules above when you save (what "
@@ -403,6 +404,12 @@ class SettingForm(forms.Form):
     def _rules(self, raw: str) -> Any:
         if not raw.strip():
             return []
+        if len(raw) > MAX_RULES_JSON:
+            self.add_error(
+                "rules",
+                ValidationError(f"At most {MAX_RULES_JSON} characters.", code="max_length"),
+            )
+            return None
         try:
             return json.loads(raw)
         except (ValueError, RecursionError) as exc:

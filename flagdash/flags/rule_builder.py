@@ -148,11 +148,9 @@ class RawRule:
     json: str | None = None  # set: the rule is edited as JSON in its card
 
     def is_blank(self) -> bool:
-        return (
-            self.json is None
-            and not self.name.strip()
-            and all(c.is_blank() for c in self.conditions)
-        )
+        if self.json is not None:
+            return not self.json.strip()
+        return not self.name.strip() and all(c.is_blank() for c in self.conditions)
 
 
 def parse_number(raw: str) -> int | float:
