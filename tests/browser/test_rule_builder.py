@@ -13,6 +13,7 @@ from flagdash.evaluation.snapshot import holder
 from flagdash.flags.models import FlagSetting
 from tests.browser.test_flags import log_in
 from tests.evaluation.conftest import deploy, new_key, set_values
+from tests.factories import make_flag
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -50,15 +51,22 @@ def test_a_pm_adds_a_country_rule_and_a_split_then_ofrep_serves_them_once_deploy
 ):
     set_values(flag, beta, enabled=True)
     deploy(beta)  # Beta serves the flag, on for everyone
+    other = make_flag(flag.application, "express-checkout")
+    condition = {"attribute": "membership.tier", "operator": "equals", "value": "gold"}
+    set_values(other, beta, rules=[{"conditions": [condition], "serve": {"variant": "on"}}])
     log_in(page, live_server, "editor", password)
     page.goto(f"{live_server.url}/apps/checkout/flags/{flag.key}/?env=beta")
     builder = page.locator("#rules-beta")
     expect(builder).to_contain_text("Everyone else: on while the flag is on.")
+    suggestions = page.locator("#rule-attributes-beta option")
+    expect(suggestions).to_have_count(2)  # $now and targetingKey; other flags' come on focus
 
     # Rule 1: country is one of SV, US → on.
     builder.get_by_role("button", name="Add rule").click()
     first = builder.get_by_role("group", name="Rule 1", exact=True)
     expect(first.get_by_label("Rule 1 Name")).to_be_focused()  # the new card's first field
+    expect(suggestions).to_have_count(3)  # the fragment brings the other flag's attribute
+    expect(suggestions.nth(2)).to_have_attribute("value", "membership.tier")
     first.get_by_label("Rule 1 Name").fill("Bitcoin countries")
     first.get_by_label("Rule 1, condition 1: Attribute").fill("country")
     first.get_by_label("Rule 1, condition 1: Operator").select_option(label="is one of")
@@ -99,6 +107,12 @@ def test_a_pm_adds_a_country_rule_and_a_split_then_ofrep_serves_them_once_deploy
             "serve": {"split": [{"variant": "on", "weight": 20}, {"variant": "off", "weight": 80}]},
         },
     ]
+
+    # The page shows this flag's attributes at once, the application's when one is focused.
+    expect(suggestions).to_have_count(4)
+    page.get_by_label("Rule 1, condition 1: Attribute").focus()
+    expect(suggestions).to_have_count(5)
+    expect(suggestions.nth(3)).to_have_attribute("value", "membership.tier")
 
     # Saved is not served: OFREP answers from what is deployed.
     key = new_key(beta)
