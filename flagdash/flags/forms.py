@@ -241,6 +241,7 @@ class SettingForm(forms.Form):
         self.setting = setting
         self.attributes = list(attributes)
         self.flag = setting.flag
+        self.rearranging = False  # a builder button: re-render only (see rearrange_rules)
         kwargs.setdefault("initial", self._initial())
         kwargs.setdefault("prefix", f"env-{setting.environment.key}")
         super().__init__(*args, **kwargs)
@@ -276,7 +277,7 @@ class SettingForm(forms.Form):
         self.rearranging = True
 
     def full_clean(self) -> None:
-        if getattr(self, "rearranging", False):
+        if self.rearranging:
             self._errors = ErrorDict()
             self.cleaned_data = {}
             return

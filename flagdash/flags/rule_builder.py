@@ -420,7 +420,6 @@ class RuleBuilder:
         self.variant_names = list(variant_names)
         self.problems: Problems = {}  # full keys (rule-0-cond-1-value) → messages
         self.summary: list[tuple[str, str, str]] = []  # (where, message, id of the input)
-        self.general: list[str] = []  # rules problems that belong to no card
         self.focus = ""
         self._parsed: list[tuple[int, dict[str, Any], list[int]]] = []
         data = data or {}
@@ -600,7 +599,6 @@ class RuleBuilder:
         self.problems.setdefault(key, []).extend(messages)
         found = _KEY.fullmatch(key)
         if not found:
-            self.general.extend(messages)
             self.summary.extend(("Rules", m, self.problems_id) for m in messages)
             return
         where = f"Rule {int(found['rule']) + 1}"
