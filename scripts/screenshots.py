@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = {
     "flag-list": "/apps/checkout/flags/",
     "flag-page": "/apps/checkout/flags/allow-bitcoin-at-checkout/",
+    "rule-builder": "/apps/checkout/flags/allow-bitcoin-at-checkout/?env=beta",  # the rules only
     "audit-log": "/audit/",
     "versions": "/apps/checkout/versions/beta/5/",
     "deployments": "/apps/checkout/deployments/",
@@ -65,7 +66,11 @@ def main() -> None:
                 page.wait_for_selector("svg")
             if name == "rollbacks":
                 page.locator("details summary").first.click()
-            page.screenshot(path=str(out / f"{name}.png"), full_page=name != "audit-log")
+            if name == "rule-builder":
+                rules = page.locator("fieldset:has(> legend:text-is('Targeting rules'))")
+                rules.screenshot(path=str(out / f"{name}.png"))
+            else:
+                page.screenshot(path=str(out / f"{name}.png"), full_page=name != "audit-log")
             print(f"wrote docs/{name}.png")
         browser.close()
 

@@ -11,7 +11,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from flagdash.evaluation.models import ApiKey, EvaluationCount, FlagLastEvaluated
-from flagdash.flags.models import Application, Environment
+from flagdash.flags.models import Application, Environment, FlagSetting
 
 SPARKLINE_DAYS = 7
 SPARK_WIDTH = 168  # one unit per hour
@@ -116,3 +116,13 @@ def last_evaluated_by_flag(application: Application) -> dict[str, dt.datetime]:
         .order_by()
     )
     return {row["flag_key"]: row["at"] for row in rows}
+
+
+def rule_lists(application: Application) -> Iterable[list[dict[str, object]]]:
+    """The targeting rules of every flag and environment of the application that has some."""
+    return (
+        FlagSetting.objects.filter(flag__application=application)
+        .exclude(rules=[])
+        .values_list("rules", flat=True)
+        .iterator()
+    )

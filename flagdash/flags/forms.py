@@ -12,8 +12,10 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.utils import ErrorDict
 
 from flagdash.core.parsing import positive_int
+from flagdash.evaluation.rules import BOOLEAN_VARIANTS
 from flagdash.flags.models import (
     KEY_HELP,
     AttributeType,
@@ -22,7 +24,9 @@ from flagdash.flags.models import (
     FlagSetting,
     ValueType,
 )
+from flagdash.flags.rule_builder import RuleBuilder
 
+MAX_RULES_JSON = 100_000  # checked only when the JSON is what gets saved
 MULTI_VALUE_TYPES = [(v, label) for v, label in ValueType.choices if v != ValueType.BOOLEAN]
 
 
@@ -198,6 +202,15 @@ def _parse_number(raw: str) -> int | float:
     return value
 
 
+def _rules_not_saved(builder: RuleBuilder) -> ValidationError:
+    count = len(builder.summary)
+    return ValidationError(
+        f"Nothing was saved: the targeting rules have {count} problem{'s' if count != 1 else ''} "
+        "(listed under Targeting rules).",
+        code="invalid_rules",
+    )
+
+
 class SettingForm(forms.Form):
     """The values of one flag in one environment: enabled, attribute values, variants."""
 
@@ -207,10 +220,12 @@ class SettingForm(forms.Form):
     default_variant = forms.CharField(required=False, max_length=64, label="Default variant")
     rules = forms.CharField(
         required=False,
-        max_length=100_000,
-        label="Targeting rules (JSON)",
+        strip=False,
+        label="All rules as JSON",
         widget=forms.Textarea(attrs={"rows": 6, "class": "mono", "spellcheck": "false"}),
-        help_text='A list, first match wins, e.g. [{"name": "Staff", "conditions": '
+        help_text="If you change the JSON here, it replaces the rules above when you save (what "
+        "you changed in the rules above is then dropped). Leave it as it is to save the rules "
+        'above. A list, first match wins, e.g. [{"name": "Staff", "conditions": '
         '[{"attribute": "email", "operator": "ends_with", "value": "@example.com"}], '
         '"serve": {"variant": "on"}}] or "serve": {"split": [{"variant": "on", "weight": 20}, '
         '{"variant": "off", "weight": 80}]}. Empty: no rules.',
@@ -226,6 +241,7 @@ class SettingForm(forms.Form):
         self.setting = setting
         self.attributes = list(attributes)
         self.flag = setting.flag
+        self.rearranging = False  # a builder button: re-render only (see rearrange_rules)
         kwargs.setdefault("initial", self._initial())
         kwargs.setdefault("prefix", f"env-{setting.environment.key}")
         super().__init__(*args, **kwargs)
@@ -247,6 +263,38 @@ class SettingForm(forms.Form):
                 )
         else:
             del self.fields["default_variant"]
+        self.rule_builder = RuleBuilder(
+            prefix=self.add_prefix(""),
+            rules=setting.rules,
+            variant_names=self.variant_options(),
+            data=self.data if self.is_bound else None,
+        )
+
+    def rearrange_rules(self, action: str) -> None:
+        """Apply a builder button (add, remove, move a row) for a re-render; nothing is checked
+        or saved, so half-filled rows show no errors yet."""
+        self.rule_builder.apply(action)
+        self.rearranging = True
+
+    def full_clean(self) -> None:
+        if self.rearranging:
+            self._errors = ErrorDict()
+            self.cleaned_data = {}
+            return
+        super().full_clean()
+
+    def variant_options(self) -> list[str]:
+        """What a rule may serve: on/off, or the variants (as typed in this form, when posted)."""
+        if not self.flag.is_multivariant:
+            return list(BOOLEAN_VARIANTS)
+        if not self.is_bound:
+            return [v["name"] for v in self.setting.variants]
+        names = []
+        for i in self.data_variant_indexes():
+            name = str(self.data.get(self.add_prefix(f"variant_{i}_name"), "")).strip()
+            if name and name not in names:
+                names.append(name)
+        return names
 
     @staticmethod
     def attr_field(name: str) -> str:
@@ -331,12 +379,38 @@ class SettingForm(forms.Form):
         cleaned["attribute_values"] = values
         if self.flag.is_multivariant:
             cleaned["variants"] = self._variants(cleaned)
-        cleaned["rules"] = self._rules(cleaned.get("rules") or "")
+        builder = self.rule_builder
+        if builder.source == "json":
+            cleaned["rules"] = self._rules(cleaned.get("rules") or "")
+        elif builder.source == "builder":
+            cleaned["rules"], problems = builder.parse()
+            if problems:
+                self.add_error(None, _rules_not_saved(builder))
+        else:
+            cleaned["rules"] = None  # neither the rules nor their JSON were posted: keep them
         return cleaned
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """A service's errors at their fields; rule errors at the builder's inputs."""
+        builder = self.rule_builder
+        if hasattr(exc, "error_dict") and "rules" in exc.error_dict and builder.source != "json":
+            messages = [m for e in exc.error_dict["rules"] for m in e.messages]
+            exc = ValidationError({k: v for k, v in exc.error_dict.items() if k != "rules"})
+            builder.locate(self.variant_options())
+            if not builder.summary:
+                builder.add_general(messages)
+            self.add_error(None, _rules_not_saved(builder))
+        apply_service_errors(self, exc, self.field_for_service_key)
 
     def _rules(self, raw: str) -> Any:
         if not raw.strip():
             return []
+        if len(raw) > MAX_RULES_JSON:
+            self.add_error(
+                "rules",
+                ValidationError(f"At most {MAX_RULES_JSON} characters.", code="max_length"),
+            )
+            return None
         try:
             return json.loads(raw)
         except (ValueError, RecursionError) as exc:

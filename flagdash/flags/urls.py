@@ -47,4 +47,7 @@ urlpatterns = [
         views.environment_rollout_status,
         name="environment_rollout_status",
     ),
+    path(
+        app_prefix + "rule-attributes/", views.rule_attribute_options, name="rule_attribute_options"
+    ),
 ]

@@ -46,6 +46,7 @@ from flagdash.flags.models import (
     FlagAttribute,
     FlagSetting,
 )
+from flagdash.flags.rule_builder import ACTION_FIELD, attribute_names
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
@@ -380,6 +381,7 @@ def _flag_page_context(
         "env_cells": cells,
         "env_rows": [(cell, evaluations[cell.environment.pk]) for cell in cells],
         "rule_lines": [targeting.describe(rule) for rule in setting.rules],
+        "rule_attributes": attribute_names(s.rules for s in flag_settings),
         "current_env": current,
         "setting": setting,
         "form": form,
@@ -420,6 +422,12 @@ def flag_setting_save(
     )
     setting.flag = flag
     form = SettingForm(request.POST, setting=setting, attributes=selectors.attributes_of(flag))
+    if ACTION_FIELD in request.POST:  # a rule builder button: re-render, save nothing
+        form.rearrange_rules(request.POST[ACTION_FIELD])
+        if is_partial(request):
+            return _rule_builder_fragment(request, app, flag, environment, form)
+        context = _flag_page_context(request, app, flag, environment.key, form=form)
+        return render(request, "flags/flag_detail.html", context)
     conflict = None
     if form.is_valid():
         data = form.cleaned_data
@@ -443,7 +451,7 @@ def flag_setting_save(
             form = SettingForm(post, setting=exc.setting, attributes=selectors.attributes_of(flag))
             form.is_valid()
         except ValidationError as exc:
-            apply_service_errors(form, exc, form.field_for_service_key)
+            form.add_service_errors(exc)
         else:
             messages.success(
                 request,
@@ -458,6 +466,41 @@ def flag_setting_save(
         "flags/flag_detail.html#environment" if is_partial(request) else "flags/flag_detail.html"
     )
     return render(request, template, context, status=status)
+
+
+def _rule_builder_fragment(
+    request: HttpRequest, app: Application, flag: Flag, environment: Environment, form: SettingForm
+) -> HttpResponse:
+    """The targeting-rules part of the values form alone (what its htmx buttons swap)."""
+    return render(
+        request,
+        "flags/fragments/rule_builder.html",
+        {
+            "application": app,
+            "flag": flag,
+            "current_env": environment,
+            "setting": form.setting,
+            "form": form,
+            "can_edit_env": True,
+            "rule_attributes": attribute_names(evaluation_selectors.rule_lists(app)),
+            "rule_attributes_complete": True,
+        },
+    )
+
+
+@require_GET
+def rule_attribute_options(request: HttpRequest, app_key: str) -> HttpResponse:
+    """The context attributes used in the application's rules, as <option>s for a <datalist>.
+
+    The rule builder loads them when an attribute input first gets the focus, so the flag page
+    itself runs no query for them.
+    """
+    app = _app(request, app_key)
+    return render(
+        request,
+        "flags/fragments/rule_attribute_options.html",
+        {"rule_attributes": attribute_names(evaluation_selectors.rule_lists(app))},
+    )
 
 
 # --- attributes ------------------------------------------------------------------------------

@@ -60,6 +60,21 @@
     }
   });
 
+  // The rule builder's split total, live while typing (the server shows it after each round trip).
+  document.addEventListener("input", function (event) {
+    var target = event.target;
+    if (!(target instanceof HTMLInputElement) || !target.hasAttribute("data-split-weight")) return;
+    var box = target.closest("[data-split]");
+    var out = box && box.querySelector("[data-split-total]");
+    if (!out) return;
+    var total = 0;
+    box.querySelectorAll("[data-split-weight]").forEach(function (input) {
+      var value = Number(input.value.trim());
+      if (input.value.trim() !== "" && isFinite(value)) total += value;
+    });
+    out.textContent = String(Math.round(total * 1e6) / 1e6);
+  });
+
   document.addEventListener("DOMContentLoaded", function () { autoDismiss(); openDialogs(); });
   document.addEventListener("htmx:afterSettle", function (event) {
     autoDismiss();
