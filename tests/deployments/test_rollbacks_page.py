@@ -202,7 +202,7 @@ def test_the_flag_list_flags_the_most_recent_rollback(
     assert text is not None
     assert "Recent rollback in Beta" in text
     assert f"v{d.version.number} → v{d.previous_version.number}" in text
-    assert "alarm checkout-5xx" in text and "ago" in text
+    assert "alarm checkout-5xx" in text and "just now" in text
     assert f'href="{reverse("rollbacks", args=[app.key])}#rollback-{d.pk}"' in text
 
 

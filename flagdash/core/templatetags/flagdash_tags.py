@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from flagdash.core.diff import Change, diff
 
@@ -45,3 +48,13 @@ def event_changes(event: Any) -> list[Change]:
 @register.filter
 def get_item(mapping: Any, key: Any) -> Any:
     return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def ago(value: dt.datetime | None) -> str:
+    """“3 hours, 2 minutes ago”, or “just now” under a minute (never “0 minutes ago”)."""
+    if value is None:
+        return ""
+    if (timezone.now() - value).total_seconds() < 60:
+        return "just now"
+    return f"{timesince(value)} ago"
