@@ -290,7 +290,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "flagdash@localhost")
 # Where people reach flagdash: links in e-mail (the short-term digest) start with it.
-FLAGDASH_BASE_URL = env_str("FLAGDASH_BASE_URL", f"http://127.0.0.1:{PORT}")
+FLAGDASH_BASE_URL = env_str("FLAGDASH_BASE_URL") or f"http://127.0.0.1:{PORT}"
 
 # --- flagdash ---------------------------------------------------------------------------------
 FLAGDASH_PAGE_SIZE = env_int("FLAGDASH_PAGE_SIZE", 25, minimum=5)
