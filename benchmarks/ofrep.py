@@ -21,30 +21,23 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import free_port, wait_http  # noqa: E402
 from benchmarks.run import recreate_database  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/flagdash_bench_ofrep"
 KEY = "fdk_" + "bench" * 8  # a fixed 40-character key for the throwaway database
 SINGLE_FLAG = "flag-001"  # has targeting rules (see prepare)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(env: dict[str, str], flags: int) -> None:
@@ -81,17 +74,6 @@ with engine.without_nudges():
 keys.api_key_create(actor=None, environment=env, name="bench", plaintext={KEY!r})
 """
     subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, check=True)  # noqa: S603
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (our own local server)
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"gunicorn did not answer {url} within {timeout} s")
 
 
 CONTEXT = json.dumps(

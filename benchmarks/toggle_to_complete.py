@@ -22,29 +22,22 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import free_port, wait_http  # noqa: E402
 from benchmarks.run import recreate_database  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/flagdash_bench_toggle"
 PASSWORD = secrets.token_urlsafe(12)
 FLAG = "bench-flag"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(env: dict[str, str], runs: int) -> None:
@@ -70,17 +63,6 @@ for strategy, prefix in (("flagdash.Immediate", "im"), ("AppConfig.AllAtOnce", "
 services.flag_create(actor=None, application=app, key={FLAG!r}, name="Bench flag")
 """
     subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, check=True)  # noqa: S603
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (our own local server)
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
 def measure(base: str, runs: int) -> dict[str, list[float]]:

@@ -52,11 +52,8 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 def secret_from_file(path: Path, nbytes: int = 50) -> str:
     """Return the secret kept in ``path``, creating it (mode 0600) on first use."""
-    try:
+    if path.exists():
         value = path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    else:
         if not value:
             raise ImproperlyConfigured(f"{path} is empty: delete it to generate a new secret")
         return value

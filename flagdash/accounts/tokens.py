@@ -24,6 +24,7 @@ from flagdash.accounts.models import ApiToken
 from flagdash.audit.models import Action
 from flagdash.audit.services import audit_record
 from flagdash.core.errors import field_error
+from flagdash.core.parsing import single_line_name
 
 TOKEN_PREFIX = "fdp_"  # noqa: S105 (a public marker, not a secret)
 TOKEN_RANDOM_CHARS = 40
@@ -54,16 +55,9 @@ def _snapshot(token: ApiToken) -> dict[str, Any]:
 
 
 def _clean_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise field_error("name", "Give the token a name (what will use it?).", "required")
-    name = name.strip()
-    if len(name) > MAX_NAME:
-        raise field_error(
-            "name", f"At most {MAX_NAME} characters (this is {len(name)}).", "too_long"
-        )
-    if any(ch in name for ch in "\r\n\x00"):
-        raise field_error("name", "A name is a single line.", "invalid")
-    return name
+    return single_line_name(
+        name, max_length=MAX_NAME, required="Give the token a name (what will use it?)."
+    )
 
 
 def _active(user: Any, now: dt.datetime) -> Any:

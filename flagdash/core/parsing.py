@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
 
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only ("²".isdigit() is true); fits in 64 bits
 
@@ -22,3 +26,42 @@ def has_lone_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def form_number(raw: str) -> int | float:
+    """A number typed into a form: an int when it is written as one, else a finite float.
+
+    Raises ValidationError (code ``wrong_type``) with a message for the field.
+    """
+    text = raw.strip()
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise ValidationError("Enter a number.", code="wrong_type") from exc
+    if not math.isfinite(value):
+        raise ValidationError("Enter a finite number.", code="wrong_type")
+    return value
+
+
+def single_line_name(name: Any, *, max_length: int, required: str) -> str:
+    """A name a person gives a key or token: non-empty, one line, at most ``max_length``.
+
+    Raises a field error on ``name`` (codes ``required``, ``too_long``, ``invalid``).
+    """
+    from flagdash.core.errors import field_error
+
+    if not isinstance(name, str) or not name.strip():
+        raise field_error("name", required, "required")
+    name = name.strip()
+    if len(name) > max_length:
+        raise field_error(
+            "name", f"At most {max_length} characters (this is {len(name)}).", "too_long"
+        )
+    if any(ch in name for ch in "\r\n\x00"):
+        raise field_error("name", "A name is a single line.", "invalid")
+    return name

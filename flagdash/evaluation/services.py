@@ -20,6 +20,7 @@ from flagdash.accounts import permissions
 from flagdash.audit.models import Action
 from flagdash.audit.services import audit_record
 from flagdash.core.errors import field_error
+from flagdash.core.parsing import single_line_name
 from flagdash.evaluation.models import ApiKey
 from flagdash.flags.models import Environment
 
@@ -56,16 +57,9 @@ def _snapshot(key: ApiKey) -> dict[str, Any]:
 
 
 def _clean_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise field_error("name", "Give the key a name (which application uses it?).", "required")
-    name = name.strip()
-    if len(name) > MAX_NAME:
-        raise field_error(
-            "name", f"At most {MAX_NAME} characters (this is {len(name)}).", "too_long"
-        )
-    if any(ch in name for ch in "\r\n\x00"):
-        raise field_error("name", "A name is a single line.", "invalid")
-    return name
+    return single_line_name(
+        name, max_length=MAX_NAME, required="Give the key a name (which application uses it?)."
+    )
 
 
 def _repr(environment: Environment, key: ApiKey) -> str:

@@ -14,7 +14,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.utils import ErrorDict
 
-from flagdash.core.parsing import positive_int
+from flagdash.core.parsing import form_number, positive_int
 from flagdash.evaluation.rules import BOOLEAN_VARIANTS
 from flagdash.flags.models import (
     KEY_HELP,
@@ -185,21 +185,6 @@ class VersionRollbackForm(forms.Form):
         help_text="Recorded on the deployment, on the rollbacks page and in the audit log.",
         error_messages={"required": REASON_REQUIRED},
     )
-
-
-def _parse_number(raw: str) -> int | float:
-    text = raw.strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise ValidationError("Enter a number.", code="wrong_type") from exc
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValidationError("Enter a finite number.", code="wrong_type")
-    return value
 
 
 def _rules_not_saved(builder: RuleBuilder) -> ValidationError:
@@ -421,7 +406,7 @@ class SettingForm(forms.Form):
     def _convert(attr: FlagAttribute, raw: Any) -> Any:
         match attr.type:
             case AttributeType.NUMBER:
-                return _parse_number(str(raw))
+                return form_number(str(raw))
             case AttributeType.BOOLEAN:
                 return raw == "true"
             case AttributeType.DATE:
@@ -429,7 +414,7 @@ class SettingForm(forms.Form):
             case AttributeType.STRING_LIST:
                 return [line for line in str(raw).splitlines() if line.strip()]
             case AttributeType.NUMBER_LIST:
-                return [_parse_number(line) for line in str(raw).splitlines() if line.strip()]
+                return [form_number(line) for line in str(raw).splitlines() if line.strip()]
         return raw
 
     def _variants(self, cleaned: dict[str, Any]) -> list[dict[str, Any]]:
@@ -447,7 +432,7 @@ class SettingForm(forms.Form):
                 if self.flag.value_type == ValueType.OBJECT:
                     value = json.loads(raw or "null")
                 elif self.flag.value_type in (ValueType.INTEGER, ValueType.FLOAT):
-                    value = _parse_number(raw)
+                    value = form_number(raw)
             except (ValueError, RecursionError, ValidationError):
                 self.add_error(
                     f"variant_{i - 1}_value",

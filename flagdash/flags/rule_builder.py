@@ -42,6 +42,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from flagdash.core.parsing import form_number
 from flagdash.evaluation import rules as targeting
 from flagdash.evaluation.rules import (
     DATES,
@@ -153,24 +154,9 @@ class RawRule:
         return not self.name.strip() and all(c.is_blank() for c in self.conditions)
 
 
-def parse_number(raw: str) -> int | float:
-    text = raw.strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise ValidationError("Enter a number.", code="wrong_type") from exc
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValidationError("Enter a finite number.", code="wrong_type")
-    return value
-
-
 def _typed(kind: str, raw: str) -> Any:
     if kind == "number":
-        return parse_number(raw)
+        return form_number(raw)
     if kind == "boolean":
         text = raw.strip().lower()
         if text not in ("true", "false"):
@@ -202,7 +188,7 @@ def condition_value(operator: str, kind: str, raw: str) -> Any:
                 ) from exc
         return values
     if operator in NUMERIC:
-        return parse_number(raw)
+        return form_number(raw)
     if operator in SEMVER_OPS or operator in DATES:
         return raw.strip()
     return raw
@@ -304,7 +290,7 @@ def rule_from_raw(raw: RawRule) -> tuple[dict[str, Any] | None, Problems]:
             if not part.weight.strip():
                 continue
             try:
-                parts.append({"variant": part.variant, "weight": parse_number(part.weight)})
+                parts.append({"variant": part.variant, "weight": form_number(part.weight)})
             except ValidationError as exc:
                 problems[f"split-{k}-weight"] = exc.messages
         if not parts and not any(k.startswith("split-") for k in problems):
@@ -793,7 +779,7 @@ def _total(rows: Sequence[RawSplit]) -> str:
     total = 0.0
     for row in rows:
         try:
-            total += float(parse_number(row.weight)) if row.weight.strip() else 0
+            total += float(form_number(row.weight)) if row.weight.strip() else 0
         except ValidationError:
             continue
     return f"{total:g}"
