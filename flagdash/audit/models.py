@@ -39,6 +39,7 @@ class Action(models.TextChoices):
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back", "Rolled back"
     DEPLOYMENT_FAILED = "deployment.failed", "Deployment failed"
     DEPLOYMENT_CANCELLED = "deployment.cancelled", "Deployment cancelled"
+    DEPLOYMENT_REBASED = "deployment.rebased", "Deployment rebased after a rollback"
     ALARM_RECEIVED = "alarm.received", "Alarm received"
     ALARM_SECRET_ROTATED = "environment.alarm_secret_rotated", "Alarm secret rotated"
     STRATEGY_CREATED = "strategy.created", "Strategy created"

@@ -45,6 +45,7 @@ from flagdash.backends.base import (
     TransientBackendError,
     backend_for,
 )
+from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.deployments.models import (
     ACTIVE_STATES,
     OPEN_STATES,
@@ -530,13 +531,22 @@ def _after_rollback(d: Deployment, old_state: str, now: dt.datetime) -> None:
             EventType.NOTE,
             f"Working state of {', '.join(reset)} set back to what {restored} serves",
         )
-    _cancel_built_on(d, bad, good, now)
+    _rebase_queued(d, bad, good, now)
 
 
-def _cancel_built_on(
+def _rebase_queued(
     d: Deployment, bad: ConfigVersion, good: ConfigVersion | None, now: dt.datetime
 ) -> None:
-    """Cancel queued deployments that carry the rolled-back change (they were built on it)."""
+    """Queued deployments built on the rolled-back version lose its change, keep their own.
+
+    Each one that carries the bad change (same entry as ``bad`` for a flag the rollback
+    changed) gets a new version: its own document with those flags as ``good`` has them. A
+    queued deployment has not started, so pointing it at another version is safe; the event
+    log and the audit log say so. One with nothing of its own left is cancelled.
+    """
+    from flagdash.flags.services import latest_version, save_version
+
+    good_flags = documents.load(good.document)["flags"] if good else {}
     good_digests = good.flag_digests if good else {}
     changed = {
         key
@@ -550,27 +560,62 @@ def _cancel_built_on(
         .order_by("created_at", "id")
     )
     for q in queued:
-        carried = sorted(
-            k for k in changed if q.version.flag_digests.get(k) == bad.flag_digests.get(k)
-        )
+        digests = q.version.flag_digests
+        carried = sorted(k for k in changed if digests.get(k) == bad.flag_digests.get(k))
         if not carried:
             continue
-        q.state = S.CANCELLED
-        q.finished_at = now
-        q.next_step_at = None
-        q.save(update_fields=["state", "finished_at", "next_step_at"])
+        document = documents.load(q.version.document)
+        for key in carried:
+            if key in good_flags:
+                document["flags"][key] = good_flags[key]
+            else:
+                document["flags"].pop(key, None)
+        keys = ", ".join(carried)
+        digest = sha256_hex(canonical_json(document))
+        if good is not None and digest == good.sha256:
+            q.state = S.CANCELLED
+            q.finished_at = now
+            q.next_step_at = None
+            q.save(update_fields=["state", "finished_at", "next_step_at"])
+            record_event(
+                q,
+                EventType.CANCELLED,
+                f"Built on v{bad.number}, which #{d.pk} rolled back: without its change to "
+                f"{keys}, nothing of this deployment's own was left to deploy.",
+            )
+            audit_transition(q, S.QUEUED, actor_name="flagdash", extra={"rolled_back_by": d.pk})
+            continue
+        latest = latest_version(d.environment)
+        old = q.version
+        if latest is not None and latest.sha256 == digest:
+            version = latest
+        else:
+            version = save_version(
+                None,
+                d.environment,
+                document,
+                f"v{old.number} without the change to {keys} rolled back by #{d.pk}"[:500],
+                latest,
+            )
+        q.version = version
+        q.save(update_fields=["version"])
         record_event(
             q,
-            EventType.CANCELLED,
-            f"Built on v{bad.number}, which #{d.pk} rolled back: it would have brought "
-            f"{', '.join(carried)} back as v{bad.number} had it. Make the change again.",
+            EventType.NOTE,
+            f"Built on v{bad.number}, which #{d.pk} rolled back: now deploys v{version.number}, "
+            f"which is v{old.number} without the rolled-back change to {keys}.",
         )
-        audit_transition(q, S.QUEUED, actor_name="flagdash", extra={"rolled_back_by": d.pk})
-        # Its own changes were never served either: their switches go back too.
-        from flagdash.flags.services import working_state_follow_rollback
-
-        working_state_follow_rollback(
-            environment=d.environment, bad=q.version, good=good, by=f"cancelled #{q.pk}"
+        audit_record(
+            actor=None,
+            actor_name="flagdash",
+            action=Action.DEPLOYMENT_REBASED,
+            target_type="deployment",
+            target_id=q.pk,
+            target_repr=deployment_repr(q),
+            application=q.environment.application_id,
+            environment=q.environment_id,
+            before={"version": old.number},
+            after={"version": version.number, "rolled_back_by": d.pk, "flags": carried},
         )
 
 

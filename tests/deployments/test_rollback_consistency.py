@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from flagdash.audit.models import AuditEvent
 from flagdash.backends.base import PermanentBackendError, TransientBackendError
 from flagdash.backends.local import LocalBackend
 from flagdash.backends.models import LocalServedState
@@ -97,7 +98,7 @@ def test_an_edit_made_after_the_bad_version_is_kept(clock, editor, app, beta, fl
     assert not enabled(flag, beta)
 
 
-def test_a_toggle_queued_on_top_of_a_rolled_back_rollout_is_cancelled(
+def test_a_toggle_queued_on_top_of_a_rolled_back_rollout_ships_without_the_bad_change(
     clock, editor, app, beta, flag, other, linear
 ):
     base_live(clock, beta, linear)
@@ -111,18 +112,38 @@ def test_a_toggle_queued_on_top_of_a_rolled_back_rollout_is_cancelled(
     run_due(clock)
     assert reload(bad).state == S.DEPLOYING
     queued = toggle(other, beta).deployment  # waits behind `bad`, built on its version
-    assert served_flags(queued.version)[flag.key]["enabled"] is True
+    built_on = queued.version
+    assert served_flags(built_on)[flag.key]["enabled"] is True
     services.deployment_rollback(actor=editor, deployment=reload(bad), reason="errors")
     run_due(clock)
 
     queued = reload(queued)
-    assert queued.state == S.CANCELLED
-    note = queued.events.get(type=EventType.CANCELLED).message
-    assert f"#{bad.pk} rolled back" in note and flag.key in note
-    assert not enabled(flag, beta) and not enabled(other, beta)  # neither is served
-    served = LocalServedState.objects.get(environment=beta)
-    assert served.candidate_version_id is None
-    assert not Deployment.objects.filter(environment=beta, state__in=[S.QUEUED, S.DEPLOYING])
+    assert queued.state in (S.DEPLOYING, S.BAKING)  # it still ships its own change ...
+    flags = served_flags(queued.version)
+    assert flags[other.key]["enabled"] is True
+    assert flags[flag.key]["enabled"] is False  # ... without the rolled-back one
+    note = queued.events.get(type=EventType.NOTE).message
+    assert f"#{bad.pk} rolled back" in note and f"v{built_on.number} without" in note
+    assert flag.key in note
+    audit = AuditEvent.objects.get(action="deployment.rebased", target_id=str(queued.pk))
+    assert audit.before == {"version": built_on.number}
+    assert not enabled(flag, beta) and enabled(other, beta)  # the switches tell the truth
+
+
+def test_a_queued_deployment_with_nothing_of_its_own_left_is_cancelled(
+    clock, editor, app, beta, flag, linear
+):
+    base_live(clock, beta, linear)
+    v = toggle(flag, beta, True).version
+    bad = services.deployment_create(actor=None, environment=beta, version=v, strategy=linear)
+    Deployment.objects.filter(environment=beta, state=S.QUEUED).exclude(pk=bad.pk).delete()
+    run_due(clock)
+    again = services.deployment_create(actor=None, environment=beta, version=v, strategy=linear)
+    services.deployment_rollback(actor=editor, deployment=reload(bad), reason="errors")
+    run_due(clock)
+    again = reload(again)
+    assert again.state == S.CANCELLED
+    assert "nothing of this deployment's own" in again.events.get(type=EventType.CANCELLED).message
 
 
 def test_a_queued_deployment_that_does_not_carry_the_bad_change_still_runs(

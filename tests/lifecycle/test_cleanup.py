@@ -227,3 +227,38 @@ def test_cleanup_steps_record_what_each_environment_got(live, app, beta, admin_u
         (d.environment.key, d.pk) for d in result.deployments
     ]
     assert all("promo" in documents.load(s.base_version.document)["flags"] for s in steps)
+
+
+def test_a_rollback_of_the_deployment_an_archive_was_built_on_keeps_the_archive(
+    client, live, app, beta, admin_user, editor
+):
+    """Archiving while another change rolls out builds on that change; rolling that change
+    back must not undo the archive: the archive's deployment loses only the bad change."""
+    from flagdash.deployments import engine
+    from flagdash.flags import services as flag_services
+    from tests.factories import make_strategy
+
+    slow = make_strategy("slow", duration_minutes=60, growth_factor=10, final_bake_minutes=0)
+    beta_key = new_key(beta)
+    set_values(live["kill-switch"], beta, enabled=False)
+    bad_version = flag_services.config_version_create(actor=None, environment=beta, message="x")
+    bad = deployment_services.deployment_create(
+        actor=None, environment=beta, version=bad_version, strategy=slow
+    )
+    with engine.without_nudges():
+        engine.deployment_advance(bad.pk)
+    assert Deployment.objects.get(pk=bad.pk).state == DeploymentState.DEPLOYING
+    result = services.flags_archive(actor=admin_user, application=app, flags=[live["promo"]])
+    archive = next(d for d in result.deployments if d.environment_id == beta.pk)
+    assert documents.load(archive.version.document)["flags"]["kill-switch"]["enabled"] is False
+
+    deployment_services.deployment_rollback(
+        actor=editor, deployment=Deployment.objects.get(pk=bad.pk), reason="errors"
+    )
+    run(Deployment.objects.get(pk=bad.pk))
+    archive = run(Deployment.objects.get(pk=archive.pk))
+    assert archive.state == DeploymentState.COMPLETE  # rebased, not cancelled
+    flags = documents.load(archive.version.document)["flags"]
+    assert "promo" not in flags and flags["kill-switch"]["enabled"] is True
+    assert evaluate(client, beta_key, "promo").status_code == 404  # still archived everywhere
+    assert evaluate(client, beta_key, "kill-switch").json()["value"] is True
