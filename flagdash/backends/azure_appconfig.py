@@ -81,6 +81,7 @@ from flagdash.backends.base import (
     RolloutStatus,
     StartResult,
     TransientBackendError,
+    parse_retry_after,
     register,
 )
 from flagdash.backends.endpoints import EndpointNotAllowed, azure_audience, check_endpoint
@@ -341,18 +342,16 @@ class Actual:
 
 
 def _retry_after(exc: Any) -> float | None:
+    """How long Azure asked to wait (seconds): ``retry-after-ms``, ``x-ms-retry-after-ms`` or
+    ``Retry-After`` (seconds or an HTTP date), as azure-core reads them."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or {}
-    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0)):
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         raw = headers.get(name)
         if raw:
             with contextlib.suppress(ValueError):
-                return float(raw) / scale
-    raw = headers.get("Retry-After")
-    if raw:
-        with contextlib.suppress(ValueError):
-            return float(raw)
-    return None
+                return max(0.0, float(raw) / 1000.0)
+    return parse_retry_after(headers.get("Retry-After"))
 
 
 def _problem_detail(exc: Any) -> str:
@@ -597,7 +596,8 @@ class AzureAppConfigBackend(Backend):
                 reason = "is throttling requests" if status == 429 else "did not answer properly"
                 raise TransientBackendError(
                     f"Azure App Configuration at {where} {reason} ({status}) while {what}"
-                    f"{asked}." + (f" {detail}" if detail and status != 429 else "")
+                    f"{asked}." + (f" {detail}" if detail and status != 429 else ""),
+                    retry_in=wait,
                 ) from None
             raise PermanentBackendError(
                 f"Azure App Configuration at {where} refused {what} ({status}): "
