@@ -401,21 +401,25 @@ def test_throttling_and_server_errors_are_retried_then_it_succeeds(aws, clocks, 
     aws.fake.fail_next("StartDeployment", status=429, times=3)
     aws.fake.fail_next("GetDeployment", status=500, times=2)
     d = deploy(flag, beta, LINEAR_20)
-    d = run_until(clocks, d, S.DEPLOYING, step=1)
     clocks.run()
-    for _ in range(4):
+    for _ in range(12):  # the engine's backoff: 1, 2, 4, then 8 s
+        if reload(d).percentage == 20:
+            break
         clocks.tick(2)
         clocks.run()
     d = reload(d)
     assert d.state == S.DEPLOYING and d.percentage == 20 and d.error == ""
     starts = [status for op, status in aws.fake.log if op == "StartDeployment"]
-    assert starts == [429, 429, 429, 201]  # botocore retried once per attempt, the engine again
+    # StartDeployment is sent once per attempt (botocore never repeats a call that starts
+    # something); the engine retries it.
+    assert starts == [429, 429, 429, 201]
     gets = [status for op, status in aws.fake.log if op == "GetDeployment"]
-    assert gets[:3] == [500, 500, 200]
+    assert gets[:3] == [500, 500, 200]  # a read: botocore's one retry, then the engine's
     assert len(aws.fake.deployments[(aws.application_id, aws.environment_id)]) == 1
     retries = list(d.events.filter(type=EventType.RETRY).values_list("message", flat=True))
-    assert len(retries) == 2
-    assert "ThrottlingException" in retries[0] and "InternalServerException" in retries[1]
+    assert len(retries) == 4
+    assert all("ThrottlingException" in r for r in retries[:3])
+    assert "InternalServerException" in retries[3]
     assert d.attempts == 0
 
 
@@ -443,7 +447,9 @@ def test_a_missing_aws_environment_fails_naming_it(aws, clocks, app, beta, flag)
     d = reload(d)
     assert d.state == S.FAILED
     assert "environment gone123" in d.error and "Environment gone123 not found" in d.error
-    assert aws.fake.calls["StartDeployment"] == 1
+    # found out before anything was written (what the environment serves is checked first)
+    assert aws.fake.calls["CreateHostedConfigurationVersion"] == 0
+    assert aws.fake.calls["StartDeployment"] == 0
 
 
 @pytest.mark.parametrize(
