@@ -354,6 +354,7 @@ def translate(exc: Exception, operation: str, resource: str) -> BackendError:
 _session_lock = threading.Lock()
 _session: tuple[tuple[int, str], boto3.session.Session] | None = None
 _clients: dict[tuple[Any, ...], Any] = {}
+MAX_CACHED_CLIENTS = 32  # (region, endpoint, attempts) pairs; a deployment uses two
 
 
 def _credential_environment() -> str:
@@ -428,6 +429,8 @@ def make_client(region: str, endpoint_url: str = "", *, max_attempts: int = MAX_
             found = None
         if found is not None:
             # Not kept without credentials: they may appear (an instance role once reachable).
+            while len(_clients) >= MAX_CACHED_CLIENTS:
+                _clients.pop(next(iter(_clients)))  # the oldest
             _clients[key] = client
         return client
 
