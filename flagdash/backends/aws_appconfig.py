@@ -1309,11 +1309,30 @@ class AwsAppConfigBackend(Backend):
                 details += _flag_changes(outside, baseline)
             except BackendError as exc:
                 details.append(f"(its content could not be read: {exc.message})")
+        mine = (
+            AwsAppConfigDeployment.objects.filter(
+                region=self.region,
+                application_id=self.application_id,
+                environment_id=self.environment_id,
+                aws_deployment_number=number,
+            )
+            .values_list("deployment_id", flat=True)
+            .first()
+        )
+        if mine is None:
+            headline = (
+                f"Someone deployed in {self.env_resource} outside flagdash: AWS deployment "
+                f"{number} serves hosted configuration version {hosted}"
+            )
+        else:  # flagdash's own, left live although flagdash did not record it as live
+            headline = (
+                f"AWS deployment {number} (flagdash deployment #{mine}) is live in "
+                f"{self.env_resource} although flagdash did not record it as live: it serves "
+                f"hosted configuration version {hosted}"
+            )
         raise DriftError(
-            f"Someone deployed in {self.env_resource} outside flagdash: AWS deployment {number} "
-            f"serves hosted configuration version {hosted}, not what flagdash deployed last "
-            f"({live}). Nothing was written. Review it in AWS; deploy again and choose to "
-            "overwrite if this version should replace it.",
+            f"{headline}, not what flagdash deployed last ({live}). Nothing was written. Review "
+            "it in AWS; deploy again and choose to overwrite if this version should replace it.",
             details=details,
         )
 
