@@ -13,6 +13,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from flagdash.core.logging import logging_config
 from flagdash.env import env_bool, env_int, env_list, env_str, secret_from_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -298,20 +299,8 @@ FLAGDASH_DEMO_PASSWORD = env_str("FLAGDASH_DEMO_PASSWORD")
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "flagdash.core.logging.RequestIdFilter"}},
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["request_id"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# The cloud SDKs log credentials and whole documents at DEBUG: their loggers stay at INFO, even
+# with LOG_LEVEL=DEBUG, unless one of these is set (on a developer's machine only).
+BOTO_DEBUG = env_bool("BOTO_DEBUG", False)
+AZURE_SDK_DEBUG = env_bool("AZURE_SDK_DEBUG", False)
+LOGGING = logging_config(LOG_LEVEL, boto_debug=BOTO_DEBUG, azure_debug=AZURE_SDK_DEBUG)

@@ -17,12 +17,28 @@ How a deployment maps onto AWS:
 - ``status``: GetDeployment: AWS's state, PercentageComplete and its event log (mirrored, each
   event once). A rollback AWS did by itself because a CloudWatch alarm fired is reported with the
   alarm's name.
-- ``stop``: StopDeployment (AWS serves the previous version again). A rollback of a completed
-  deployment uses ``Allow-Revert`` while AWS allows it (the environment's latest deployment,
-  within 72 hours); otherwise the earlier version is deployed as a new hosted version.
+- ``stop``: StopDeployment (AWS serves the previous version again); ``Allow-Revert`` for a
+  deployment that is no longer DEPLOYING (AWS refuses to stop a BAKING one without it). A
+  rollback of a completed deployment uses ``Allow-Revert`` only while AWS allows it (the
+  environment's latest deployment, within 72 hours) and only when what AWS brings back is
+  exactly flagdash's earlier version (the AWS deployment before it is flagdash's, complete, of
+  that version); otherwise the earlier version is deployed as a new hosted version.
+
+Calls that create something (CreateHostedConfigurationVersion, CreateDeploymentStrategy,
+StartDeployment, StopDeployment, the Create* calls of "Create in AWS") are sent once: botocore
+must not repeat them after a read timeout, a reset connection or a 5xx, because AWS may have
+carried out the first request. Instead flagdash looks for what the request did (by label, by
+name, by deployment) before it asks again. Reads keep botocore's modest retries.
+
+A deployment started outside flagdash (the console) is drift: before writing anything, ``start``
+checks that the environment's latest completed AWS deployment serves a hosted version flagdash
+wrote for the version it records as live.
 
 Credentials come from boto3's default chain (environment variables, ``AWS_PROFILE``, instance
-or task roles), never from the database. Nothing outside ``flagdash/backends/`` imports boto3.
+or task roles), never from the database. One boto3 session per process (per credential
+environment) resolves them once; refreshable credentials (assumed roles, instance and task
+roles, ``credential_process``) renew themselves. Nothing outside ``flagdash/backends/`` imports
+boto3.
 """
 
 from __future__ import annotations
@@ -31,7 +47,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +71,6 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
-from django.db.models import Q
 
 from flagdash.backends.base import (
     EXPONENTIAL,
@@ -71,6 +88,7 @@ from flagdash.backends.base import (
     RolloutStatus,
     StartResult,
     TransientBackendError,
+    parse_retry_after,
     register,
 )
 from flagdash.backends.endpoints import EndpointNotAllowed, check_endpoint
@@ -91,9 +109,12 @@ MAX_PATTERN = 1024
 MAX_STRING = 1024
 MAX_DOCUMENT_BYTES = 1024 * 1024  # a hosted configuration version
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
-# A multi-variant flag carries its served value in this attribute (AWS variants have no value of
-# their own, only a status and attribute values).
+# A multi-variant flag goes to AWS as its default variant: the variant's value and name travel in
+# these attributes (AWS's own variants, evaluated only by the AppConfig Agent, are not written).
 VARIANT_VALUE = "variantValue"
+VARIANT_NAME = "variantName"
+RESERVED_ATTRIBUTES = (VARIANT_VALUE, VARIANT_NAME)
+FLAGDASH_LABEL = re.compile(r"^flagdash-d\d+$")
 REVERT_WINDOW = dt.timedelta(hours=72)
 REVERT_MARGIN = dt.timedelta(minutes=5)  # do not race AWS's window to its last minutes
 # An AWS alarm rollback should show in flagdash within this many seconds (deploying or baking).
@@ -105,8 +126,42 @@ BUSY_RETRY_SECONDS = 15.0
 # call never holds a worker long.
 CONNECT_TIMEOUT_SECONDS = 3.0
 READ_TIMEOUT_SECONDS = 8.0
-MAX_ATTEMPTS = 2  # in all, the first try included
+MAX_ATTEMPTS = 2  # in all, the first try included (reads)
+# Sent once, never repeated by botocore: AWS may have carried out a request whose answer was lost.
+SEND_ONCE = frozenset(
+    {
+        "CreateApplication",
+        "CreateEnvironment",
+        "CreateConfigurationProfile",
+        "CreateHostedConfigurationVersion",
+        "CreateDeploymentStrategy",
+        "StartDeployment",
+        "StopDeployment",
+    }
+)
+# What boto3's default credential chain reads from the process environment: a session is kept
+# per process and per these values (a changed variable gets a fresh session).
+CREDENTIAL_ENVIRONMENT = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+)
 ACTIVE_AWS_STATES = ("DEPLOYING", "VALIDATING", "BAKING", "ROLLING_BACK")
+IN_PROGRESS_AWS_STATES = ("DEPLOYING", "VALIDATING", "BAKING")
 STATE_MAP: dict[str, RolloutState] = {
     "DEPLOYING": "deploying",
     "VALIDATING": "deploying",
@@ -165,6 +220,11 @@ class _Conflict(TransientBackendError):
     """AWS answered 409 ConflictException (the caller decides what it means)."""
 
 
+class _BadRequest(PermanentBackendError):
+    """AWS answered BadRequestException for a request that is not a document (for StopDeployment:
+    the deployment's state no longer allows it)."""
+
+
 def _ascii(text: str, limit: int = 1024) -> str:
     """Header-safe text (AWS takes some fields as HTTP headers): ASCII, one line."""
     cleaned = " ".join(text.replace("…", "...").replace("—", "-").split())
@@ -203,15 +263,20 @@ def translate_client_error(exc: ClientError, operation: str, resource: str) -> B
     message = str(error.get("Message") or response.get("Message") or "no message").strip()
     status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
     action = f"appconfig:{operation}"
+    headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    wait = parse_retry_after(headers.get("retry-after"))
+    asked = f" AWS asked to wait {wait:g} s." if wait else ""
     if code in THROTTLING or status == 429:
         return TransientBackendError(
             f"AWS is throttling flagdash ({code} on {operation} for {resource}): {message}. "
-            "flagdash retries with backoff."
+            f"flagdash retries with backoff.{asked}",
+            retry_in=wait,
         )
     if status >= 500 or code in ("InternalServerException", "ServiceUnavailableException"):
         return TransientBackendError(
             f"AWS AppConfig failed on {operation} for {resource} ({code}, HTTP {status}): "
-            f"{message}. flagdash retries with backoff."
+            f"{message}. flagdash retries with backoff.{asked}",
+            retry_in=wait,
         )
     if code == "ConflictException":
         return _Conflict(f"AWS refused {operation} for {resource} (ConflictException): {message}")
@@ -244,7 +309,7 @@ def translate_client_error(exc: ClientError, operation: str, resource: str) -> B
                 f"{message}. Fix the flags listed below and deploy again.",
                 details=lines,
             )
-        return PermanentBackendError(f"AWS refused {operation} for {resource}: {message}")
+        return _BadRequest(f"AWS refused {operation} for {resource}: {message}")
     if code == "PayloadTooLargeException":
         size, limit = response.get("Size"), response.get("Limit")
         sizes = f" ({size} KB; the limit is {limit} KB)" if size and limit else ""
@@ -286,10 +351,51 @@ def translate(exc: Exception, operation: str, resource: str) -> BackendError:
 # --- the client --------------------------------------------------------------------------------
 
 
-def make_client(region: str, endpoint_url: str = "") -> Any:
-    """A boto3 AppConfig client with the default credential chain, modest retries and short
-    timeouts. A new session each time: credentials are looked up afresh (rotated keys, a
-    renewed session token) and never cached in flagdash."""
+_session_lock = threading.Lock()
+_session: tuple[tuple[int, str], boto3.session.Session] | None = None
+_clients: dict[tuple[Any, ...], Any] = {}
+MAX_CACHED_CLIENTS = 32  # (region, endpoint, attempts) pairs; a deployment uses two
+
+
+def _credential_environment() -> str:
+    """A digest of what the default credential chain reads from the process environment."""
+    digest = hashlib.sha256()
+    for name in CREDENTIAL_ENVIRONMENT:
+        digest.update(f"{name}={os.environ.get(name, '')}\0".encode())
+    return digest.hexdigest()
+
+
+def _session_key() -> tuple[int, str]:
+    return (os.getpid(), _credential_environment())
+
+
+def aws_session() -> boto3.session.Session:
+    """The process's boto3 session (callers hold ``_session_lock``).
+
+    One per process and credential environment, so the default chain (an STS AssumeRole, an
+    instance-metadata lookup) runs once rather than on every advance. Credentials that expire
+    (assumed roles, instance and task roles, ``credential_process`` with an expiry) are
+    refreshable: botocore renews them before they expire. A forked child gets its own."""
+    global _session
+    key = _session_key()
+    if _session is None or _session[0] != key:
+        _clients.clear()
+        _session = (key, boto3.session.Session())
+    return _session[1]
+
+
+def reset_clients() -> None:
+    """Forget the process's session and clients (the next call resolves credentials again)."""
+    global _session
+    with _session_lock:
+        _session = None
+        _clients.clear()
+
+
+def make_client(region: str, endpoint_url: str = "", *, max_attempts: int = MAX_ATTEMPTS) -> Any:
+    """A boto3 AppConfig client with the default credential chain, ``max_attempts`` tries in all
+    and short timeouts; cached per process (boto3 clients are thread-safe, sessions are not, so
+    clients are created under a lock)."""
     if not region:
         raise PermanentBackendError("The connection has no AWS region: set one in its settings.")
     if endpoint_url:
@@ -297,31 +403,59 @@ def make_client(region: str, endpoint_url: str = "") -> Any:
             check_endpoint(endpoint_url, "aws_appconfig")
         except EndpointNotAllowed as exc:
             raise PermanentBackendError(str(exc)) from None
-    config = Config(
-        region_name=region,
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
-        user_agent_extra="flagdash",
-    )
-    try:
-        session = boto3.session.Session()
-        return session.client("appconfig", endpoint_url=endpoint_url or None, config=config)
-    except (BotoCoreError, ValueError) as exc:  # a malformed region or endpoint URL
-        raise PermanentBackendError(
-            f"flagdash cannot use region “{region}” with endpoint “{endpoint_url or 'AWS'}”: "
-            f"{exc}. Correct the connection's settings."
-        ) from exc
+    with _session_lock:
+        session = aws_session()
+        key = (region, endpoint_url, max_attempts, CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
+        client = _clients.get(key)
+        if client is not None:
+            return client
+        config = Config(
+            region_name=region,
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            read_timeout=READ_TIMEOUT_SECONDS,
+            user_agent_extra="flagdash",
+        )
+        try:
+            client = session.client("appconfig", endpoint_url=endpoint_url or None, config=config)
+        except (BotoCoreError, ValueError) as exc:  # a malformed region or endpoint URL
+            raise PermanentBackendError(
+                f"flagdash cannot use region “{region}” with endpoint “{endpoint_url or 'AWS'}”: "
+                f"{exc}. Correct the connection's settings."
+            ) from exc
+        try:
+            found = session.get_credentials()
+        except BotoCoreError:  # reported by the call itself, with flagdash's message
+            found = None
+        if found is not None:
+            # Not kept without credentials: they may appear (an instance role once reachable).
+            while len(_clients) >= MAX_CACHED_CLIENTS:
+                _clients.pop(next(iter(_clients)))  # the oldest
+            _clients[key] = client
+        return client
 
 
 class _Aws:
-    """Calls to AWS, each turned into flagdash's errors when it fails."""
+    """Calls to AWS, each turned into flagdash's errors when it fails.
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    ``client`` retries reads (botocore's standard mode, MAX_ATTEMPTS in all); the calls in
+    SEND_ONCE go through a client that tries once."""
+
+    def __init__(self, region: str, endpoint_url: str = "") -> None:
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.client = make_client(region, endpoint_url)
+        self._once: Any = None
+
+    @property
+    def once(self) -> Any:
+        if self._once is None:
+            self._once = make_client(self.region, self.endpoint_url, max_attempts=1)
+        return self._once
 
     def call(self, operation: str, resource: str, **kwargs: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, _snake(operation))
+        client = self.once if operation in SEND_ONCE else self.client
+        method: Callable[..., dict[str, Any]] = getattr(client, _snake(operation))
         try:
             return method(**kwargs)
         except (ClientError, BotoCoreError) as exc:
@@ -432,9 +566,10 @@ def render_document(document: dict[str, Any]) -> dict[str, Any]:
     attributes, constraint types, enum and pattern sizes, string values, document size); every
     problem is one line of ``PermanentBackendError.details``. Whether values meet their
     constraints is flagdash's own validation when they are edited, and AWS's when it stores the
-    version. Targeting rules are not pushed yet: a multi-variant flag goes to AWS with its default
-    variant (AWS's default variant, the last and without a rule) and the flag-level values
-    clients without variant support read.
+    version. Targeting rules are not pushed yet, and neither are AWS's own variants (their stored
+    shape is not confirmed, and only the AppConfig Agent evaluates them): a multi-variant flag
+    goes to AWS as its default variant, the served value in the attribute ``variantValue`` and
+    the variant's name in ``variantName``, which every client reads like any attribute.
     """
     flags_in = document.get("flags")
     if not isinstance(flags_in, dict):
@@ -462,7 +597,7 @@ def render_document(document: dict[str, Any]) -> dict[str, Any]:
             definition["_deprecation"] = {"status": "planned", "date": str(entry["remove_by"])}
         attributes_in: dict[str, Any] = entry.get("attributes") or {}
         multivariant = entry.get("kind") == "multivariant"
-        count = len(attributes_in) + (1 if multivariant else 0)
+        count = len(attributes_in) + (len(RESERVED_ATTRIBUTES) if multivariant else 0)
         if count > MAX_ATTRIBUTES:
             problems.append(f"{where}: {count} attributes; AWS allows at most {MAX_ATTRIBUTES}")
         attributes: dict[str, Any] = {}
@@ -487,16 +622,21 @@ def render_document(document: dict[str, Any]) -> dict[str, Any]:
             _check_value(attr_value, f"{where}, attribute {attr_name}", problems)
             value[attr_name] = attr_value
         if multivariant:
-            if VARIANT_VALUE in attributes_in:
-                problems.append(
-                    f"{where}, attribute {VARIANT_VALUE}: the name is reserved for the variant's "
-                    "value on AWS; rename the attribute"
-                )
+            for reserved, what in ((VARIANT_VALUE, "value"), (VARIANT_NAME, "name")):
+                if reserved in attributes_in:
+                    problems.append(
+                        f"{where}, attribute {reserved}: the name is reserved for the variant's "
+                        f"{what} on AWS; rename the attribute"
+                    )
             value_type = str(entry.get("value_type") or "string")
             numeric = value_type in ("integer", "float")
             attributes[VARIANT_VALUE] = {
                 "description": "The value of the variant served (set by flagdash)",
                 "constraints": {"type": "number" if numeric else "string"},
+            }
+            attributes[VARIANT_NAME] = {
+                "description": "The name of the variant served (set by flagdash)",
+                "constraints": {"type": "string"},
             }
             default = entry.get("default_variant")
             chosen = next(
@@ -512,14 +652,7 @@ def render_document(document: dict[str, Any]) -> dict[str, Any]:
                 if not NAME_PATTERN.match(str(default)):
                     problems.append(f"{where}: the variant name must be 1–64 characters for AWS")
                 value[VARIANT_VALUE] = served
-                attribute_values = {k: v for k, v in value.items() if k != "enabled"}
-                value["_variants"] = [
-                    {
-                        "name": str(default),
-                        "enabled": value["enabled"],
-                        "attributeValues": attribute_values,
-                    }
-                ]
+                value[VARIANT_NAME] = str(default)
         if attributes:
             definition["attributes"] = attributes
         flags[key] = definition
@@ -570,13 +703,15 @@ def parse_document(
 ) -> dict[str, Any]:
     """An AWS feature-flag document back in flagdash's shape, as far as it goes (AWS keeps no
     value types and no variants besides the default; a variant's object value comes back as
-    the JSON text it was sent as)."""
+    the JSON text it was sent as). Documents written by earlier flagdash versions carried the
+    variant's name in ``_variants`` instead of ``variantName``: both are read."""
     flags: dict[str, Any] = {}
     values = content.get("values") or {}
     for key, definition in sorted((content.get("flags") or {}).items()):
         value = values.get(key) or {}
         attributes = dict(definition.get("attributes") or {})
         variant_value = attributes.pop(VARIANT_VALUE, None)
+        attributes.pop(VARIANT_NAME, None)
         deprecation = definition.get("_deprecation") or {}
         entry: dict[str, Any] = {
             "name": definition.get("name", key),
@@ -594,7 +729,8 @@ def parse_document(
         if variant_value:
             served = value.get(VARIANT_VALUE)
             variants = value.get("_variants") or []
-            default = variants[-1].get("name") if variants else "default"
+            legacy = variants[-1].get("name") if variants else None
+            default = str(value.get(VARIANT_NAME) or legacy or "default")
             if isinstance(served, bool) or not isinstance(served, int | float):
                 entry["value_type"] = "string"
             else:
@@ -696,7 +832,7 @@ class AwsAppConfigBackend(Backend):
                     f"The AWS AppConfig connection “{self.connection.name}” lacks "
                     f"{', '.join(missing)}: complete it on the settings page."
                 )
-            self._aws = _Aws(make_client(self.region, self.endpoint_url))
+            self._aws = _Aws(self.region, self.endpoint_url)
         return self._aws
 
     @property
@@ -746,6 +882,9 @@ class AwsAppConfigBackend(Backend):
             if reverted is not None:
                 return reverted
         record, fresh = self._record(spec)
+        started = record.aws_deployment_number is not None or record.start_requested_at is not None
+        if not started and not spec.overwrite_drift:
+            self._check_served(spec)  # before anything is written
         version = self._ensure_version(spec, record, fresh, rendered)
         return self._ensure_deployment(spec, record, version, now)
 
@@ -781,21 +920,9 @@ class AwsAppConfigBackend(Backend):
         if record.version_number:
             return record.version_number
         if not fresh:  # an earlier attempt may have written it before it was interrupted
-            found = (
-                self.aws.call(
-                    "ListHostedConfigurationVersions",
-                    self.profile_resource,
-                    ApplicationId=self.application_id,
-                    ConfigurationProfileId=self.profile_id,
-                    VersionLabel=record.version_label,
-                    MaxResults=50,
-                ).get("Items")
-                or []
-            )
-            if found:
-                record.version_number = max(int(v["VersionNumber"]) for v in found)
-                record.save(update_fields=["version_number"])
-                return record.version_number
+            found = self._labelled(record.version_label)
+            if found is not None:
+                return self._adopt_version(record, found)
         content = document_bytes(rendered)
         description = _ascii(
             f"flagdash {spec.application_key}/{spec.environment_key} v{spec.version_number} "
@@ -806,6 +933,10 @@ class AwsAppConfigBackend(Backend):
             latest = self._latest_version()
             headers: dict[str, Any] = {}
             if latest is not None:
+                if latest.get("VersionLabel") == record.version_label:
+                    # An earlier request of this deployment was stored after all (its answer was
+                    # lost, or it landed after a timeout): it is this deployment's version.
+                    return self._adopt_version(record, int(latest["VersionNumber"]))
                 if not self._ours(latest, record) and not spec.overwrite_drift:
                     raise self._drift(spec, latest)
                 headers["LatestVersionNumber"] = int(latest["VersionNumber"])
@@ -823,13 +954,38 @@ class AwsAppConfigBackend(Backend):
                 )
             except _Conflict:
                 continue  # a version was written meanwhile: look at it, then try again
-            record.version_number = int(created["VersionNumber"])
-            record.save(update_fields=["version_number"])
-            return record.version_number
+            except TransientBackendError:
+                # No answer (a timeout, a reset, a 5xx): AWS may have stored it all the same.
+                found = self._labelled(record.version_label)
+                if found is not None:
+                    return self._adopt_version(record, found)
+                raise
+            return self._adopt_version(record, int(created["VersionNumber"]))
         raise TransientBackendError(
             f"New versions kept appearing in {self.profile_resource} while flagdash wrote one; "
             "flagdash tries again."
         )
+
+    def _labelled(self, label: str) -> int | None:
+        """The newest hosted version of the profile carrying ``label``, if any."""
+        found = (
+            self.aws.call(
+                "ListHostedConfigurationVersions",
+                self.profile_resource,
+                ApplicationId=self.application_id,
+                ConfigurationProfileId=self.profile_id,
+                VersionLabel=label,
+                MaxResults=50,
+            ).get("Items")
+            or []
+        )
+        return max((int(v["VersionNumber"]) for v in found), default=None)
+
+    @staticmethod
+    def _adopt_version(record: AwsAppConfigDeployment, number: int) -> int:
+        record.version_number = number
+        record.save(update_fields=["version_number"])
+        return number
 
     def _latest_version(self) -> dict[str, Any] | None:
         """The profile's newest hosted version (AWS lists newest first; checked, not assumed)."""
@@ -854,24 +1010,31 @@ class AwsAppConfigBackend(Backend):
             )
         return max(items, key=lambda v: int(v["VersionNumber"])) if items else None
 
-    def _ours(self, version: dict[str, Any], record: AwsAppConfigDeployment) -> bool:
-        """Did flagdash write this version (for any flagdash environment sharing the profile)?"""
-        label = version.get("VersionLabel")
-        if label and label == record.version_label:
-            return True
-        same_profile = AwsAppConfigDeployment.objects.filter(
+    def _same_profile(self) -> Any:
+        return AwsAppConfigDeployment.objects.filter(
             region=self.region,
             application_id=self.application_id,
             configuration_profile_id=self.profile_id,
         )
-        match = Q(version_number=int(version["VersionNumber"]))
+
+    def _ours(self, version: dict[str, Any], record: AwsAppConfigDeployment) -> bool:
+        """Did flagdash write this version (for any flagdash environment sharing the profile)?
+
+        A version labelled ``flagdash-d<id>`` for a deployment flagdash recorded in this profile
+        is flagdash's, whichever its number: labels are written down before the version is
+        created (a writer that died before recording the number), and a request repeated after
+        a lost answer may have stored two versions with the deployment's label."""
+        label = version.get("VersionLabel")
+        if label and label == record.version_label:
+            return True
         if label:
-            # Labels are written down before the version is created, so a version whose writer
-            # died before recording its number is still known as flagdash's.
-            match = Q(version_label=label) & (
-                Q(version_number__isnull=True) | Q(version_number=int(version["VersionNumber"]))
+            return bool(
+                FLAGDASH_LABEL.match(label)
+                and self._same_profile().filter(version_label=label).exists()
             )
-        return same_profile.filter(match).exists()
+        return bool(
+            self._same_profile().filter(version_number=int(version["VersionNumber"])).exists()
+        )
 
     def _drift(self, spec: DeploymentSpec, latest: dict[str, Any]) -> DriftError:
         number = int(latest["VersionNumber"])
@@ -931,19 +1094,33 @@ class AwsAppConfigBackend(Backend):
         if name in PREDEFINED_STRATEGIES:
             return name, name
         aws_name = strategy_aws_name(name or "custom", parameters)
-        for strategy in self.aws.pages("ListDeploymentStrategies", "deployment strategies"):
-            if strategy.get("Name") == aws_name:
-                return str(strategy["Id"]), aws_name
-        created = self.aws.call(
-            "CreateDeploymentStrategy",
-            f"deployment strategy {aws_name}",
-            Name=aws_name,
-            Description=_ascii(f"flagdash strategy “{name}” (created by flagdash; reused)"),
-            ReplicateTo="NONE",
-            **parameters,
-        )
+        existing = self._find_strategy(aws_name)
+        if existing is not None:
+            return existing, aws_name
+        try:
+            created = self.aws.call(
+                "CreateDeploymentStrategy",
+                f"deployment strategy {aws_name}",
+                Name=aws_name,
+                Description=_ascii(f"flagdash strategy “{name}” (created by flagdash; reused)"),
+                ReplicateTo="NONE",
+                **parameters,
+            )
+        except TransientBackendError:
+            # No answer: AWS may have created it all the same (strategies count against a quota
+            # of 20). Look again before anyone asks a second time.
+            existing = self._find_strategy(aws_name)
+            if existing is not None:
+                return existing, aws_name
+            raise
         logger.info("created AWS deployment strategy %s (%s)", aws_name, created["Id"])
         return str(created["Id"]), aws_name
+
+    def _find_strategy(self, aws_name: str) -> str | None:
+        for strategy in self.aws.pages("ListDeploymentStrategies", "deployment strategies"):
+            if strategy.get("Name") == aws_name:
+                return str(strategy["Id"])
+        return None
 
     def _ensure_deployment(
         self, spec: DeploymentSpec, record: AwsAppConfigDeployment, version: int, now: dt.datetime
@@ -979,20 +1156,26 @@ class AwsAppConfigBackend(Backend):
                 Tags={"flagdash:deployment": str(spec.deployment_id)},
             )
         except _Conflict:
+            items = self._deployments(pages=2)
+            ours = next((i for i in items if self._is_ours(i, record, version)), None)
+            if ours is not None:  # an earlier request of this deployment started it
+                return self._adopt_deployment(record, ours, version)
             record.start_requested_at = None  # AWS started nothing
             record.save(update_fields=["start_requested_at"])
-            running = self._running()
+            running = next((i for i in items if i.get("State") in ACTIVE_AWS_STATES), None)
             if running is None:
                 raise TransientBackendError(
                     f"AWS refused to start a deployment in {self.env_resource} because another "
                     "was running, but none is running now; flagdash tries again."
                 ) from None
-            if self._is_ours(running, record, version):
-                number = int(running["DeploymentNumber"])
-                record.aws_deployment_number = number
-                record.save(update_fields=["aws_deployment_number"])
-                return StartResult(self._backend_ref(number), self._data(number, "deploy"))
             raise self._busy(running) from None
+        except TransientBackendError:
+            # No answer (a timeout, a reset, a 5xx): AWS may have started it all the same.
+            # ``start_requested_at`` stays set, so a later attempt looks again before starting.
+            found = self._find_ours(record, version)
+            if found is not None:
+                return self._adopt_deployment(record, found, version)
+            raise
         number = int(started["DeploymentNumber"])
         record.aws_deployment_number = number
         record.save(update_fields=["aws_deployment_number"])
@@ -1002,6 +1185,18 @@ class AwsAppConfigBackend(Backend):
             message=(
                 f"AWS deployment {number} started: hosted version {version} with {strategy_name}"
             ),
+        )
+
+    def _adopt_deployment(
+        self, record: AwsAppConfigDeployment, found: dict[str, Any], version: int
+    ) -> StartResult:
+        number = int(found["DeploymentNumber"])
+        record.aws_deployment_number = number
+        record.save(update_fields=["aws_deployment_number"])
+        return StartResult(
+            self._backend_ref(number),
+            self._data(number, "deploy", hosted_version=version),
+            message=f"AWS deployment {number} of hosted version {version} was started",
         )
 
     def _busy(self, running: dict[str, Any]) -> BackendBusy:
@@ -1014,12 +1209,6 @@ class AwsAppConfigBackend(Backend):
 
     def _deployments(self, pages: int = 1) -> list[dict[str, Any]]:
         return self.aws.pages("ListDeployments", self.env_resource, limit=pages, **self._ids())
-
-    def _running(self) -> dict[str, Any] | None:
-        for item in self._deployments(pages=2):
-            if item.get("State") in ACTIVE_AWS_STATES:
-                return item
-        return None
 
     def _is_ours(self, item: dict[str, Any], record: AwsAppConfigDeployment, version: int) -> bool:
         profile = item.get("ConfigurationProfileId")
@@ -1035,10 +1224,159 @@ class AwsAppConfigBackend(Backend):
                 return item
         return None
 
-    # --- restore by revert ------------------------------------------------------------------------
+    # --- what the environment serves, and who deployed it ------------------------------------
+
+    def _newest_first(self) -> list[dict[str, Any]]:
+        return sorted(self._deployments(pages=2), key=lambda i: -int(i["DeploymentNumber"]))
+
+    def _profile_of(self, item: dict[str, Any]) -> str:
+        profile = item.get("ConfigurationProfileId")
+        if profile is None:  # not in every listing: ask the deployment itself
+            profile = self._get(int(item["DeploymentNumber"])).get("ConfigurationProfileId")
+        return str(profile or "")
+
+    def _hosted_versions_of(self, version_id: int | None) -> set[str]:
+        """The hosted versions flagdash wrote to this profile for a flagdash version (any
+        deployment of it, to any flagdash environment sharing the profile)."""
+        if version_id is None:
+            return set()
+        from flagdash.deployments.models import Deployment
+
+        deployments = Deployment.objects.filter(version_id=version_id).values("id")
+        numbers = (
+            self._same_profile()
+            .filter(deployment_id__in=deployments, version_number__isnull=False)
+            .values_list("version_number", flat=True)
+        )
+        return {str(n) for n in numbers}
+
+    def _describe_hosted(self, hosted: str) -> str:
+        """“hosted configuration version 7 (flagdash's v3, deployment #12)”, or no attribution."""
+        row = (
+            self._same_profile().filter(version_number=int(hosted)).first()
+            if hosted.isdigit()
+            else None
+        )
+        if row is None:
+            return f"hosted configuration version {hosted}, not written by flagdash"
+        from flagdash.deployments.models import Deployment
+
+        found = (
+            Deployment.objects.filter(pk=row.deployment_id)
+            .values_list("version__number", flat=True)
+            .first()
+        )
+        which = f"v{found}" if found is not None else "a version"
+        return (
+            f"hosted configuration version {hosted} (flagdash's {which}, deployment "
+            f"#{row.deployment_id})"
+        )
+
+    def _check_served(self, spec: DeploymentSpec) -> None:
+        """Raise DriftError if the environment's latest completed AWS deployment does not serve a
+        hosted version flagdash wrote for the version it records as live (someone deployed in
+        the console or with another tool since)."""
+        served = None
+        for item in self._newest_first():
+            if item.get("State") == "COMPLETE" and self._profile_of(item) == self.profile_id:
+                served = item
+                break
+        if served is None:
+            return  # nothing deployed to this environment from the profile yet
+        hosted = str(served.get("ConfigurationVersion") or "")
+        if hosted in self._hosted_versions_of(spec.previous_version_id):
+            return
+        number = int(served["DeploymentNumber"])
+        detail = self._get(number)
+        started = detail.get("StartedAt")
+        when = f", started {started:%Y-%m-%d %H:%M} UTC" if isinstance(started, dt.datetime) else ""
+        note = f", “{detail['Description']}”" if detail.get("Description") else ""
+        live = (
+            f"v{spec.previous_version_number}"
+            if spec.previous_version_number is not None
+            else "nothing yet"
+        )
+        details = [
+            f"AWS deployment {number} (complete{when}{note}) serves "
+            f"{self._describe_hosted(hosted)}; flagdash's live version here is {live}"
+        ]
+        if hosted.isdigit():
+            try:
+                outside = self._version_content(int(hosted))
+                baseline = (
+                    render_document(spec.previous_document) if spec.previous_document else None
+                )
+                details += _flag_changes(outside, baseline)
+            except BackendError as exc:
+                details.append(f"(its content could not be read: {exc.message})")
+        mine = (
+            AwsAppConfigDeployment.objects.filter(
+                region=self.region,
+                application_id=self.application_id,
+                environment_id=self.environment_id,
+                aws_deployment_number=number,
+            )
+            .values_list("deployment_id", flat=True)
+            .first()
+        )
+        if mine is None:
+            headline = (
+                f"Someone deployed in {self.env_resource} outside flagdash: AWS deployment "
+                f"{number} serves hosted configuration version {hosted}"
+            )
+        else:  # flagdash's own, left live although flagdash did not record it as live
+            headline = (
+                f"AWS deployment {number} (flagdash deployment #{mine}) is live in "
+                f"{self.env_resource} although flagdash did not record it as live: it serves "
+                f"hosted configuration version {hosted}"
+            )
+        raise DriftError(
+            f"{headline}, not what flagdash deployed last ({live}). Nothing was written. Review "
+            "it in AWS; deploy again and choose to overwrite if this version should replace it.",
+            details=details,
+        )
+
+    # --- reverts ----------------------------------------------------------------------------------
+
+    def _revert_blocker(
+        self, number: int, expected_version_id: int | None, *, check_previous: bool = True
+    ) -> str:
+        """Why AWS's revert of ``number`` would not bring back flagdash's version
+        ``expected_version_id`` ("" when it would): AWS reverts only the environment's latest
+        deployment, and it brings back whatever the profile's deployment before it served."""
+        items = self._newest_first()
+        newest = int(items[0]["DeploymentNumber"]) if items else number
+        if newest != number:
+            return f"AWS deployment {newest} came after it, and AWS reverts only the latest"
+        if not check_previous:
+            return ""
+        before = next(
+            (
+                i
+                for i in items
+                if int(i["DeploymentNumber"]) < number and self._profile_of(i) == self.profile_id
+            ),
+            None,
+        )
+        if before is None:
+            return "AWS has no earlier deployment of the profile to this environment to go back to"
+        previous, state = int(before["DeploymentNumber"]), str(before.get("State"))
+        hosted = str(before.get("ConfigurationVersion") or "")
+        if state != "COMPLETE":
+            return (
+                f"the AWS deployment before it, {previous}, is {state.lower().replace('_', ' ')}, "
+                "so it is not certain what AWS would bring back"
+            )
+        if hosted not in self._hosted_versions_of(expected_version_id):
+            return (
+                f"AWS would bring back what deployment {previous} served, "
+                f"{self._describe_hosted(hosted)}, not flagdash's earlier version"
+            )
+        return ""
 
     def _try_revert(self, spec: DeploymentSpec, now: dt.datetime) -> StartResult | None:
-        """Roll back a completed deployment with AWS's own revert, when AWS still allows it."""
+        """Roll back a completed deployment with AWS's own revert, when AWS still allows it and
+        it brings back exactly the version this restore deploys; None: deploy it instead."""
         data = spec.restores_backend_data
         same_target = (
             data.get("mode") == "deploy"
@@ -1059,16 +1397,18 @@ class AwsAppConfigBackend(Backend):
                 "before it again"
             ),
         )
-        if d.get("State") == "REVERTED":
-            return result  # an interrupted attempt reverted it already
+        state = d.get("State")
         completed = d.get("CompletedAt")
-        if d.get("State") != "COMPLETE" or not isinstance(completed, dt.datetime):
-            return None
-        if now - completed > REVERT_WINDOW - REVERT_MARGIN:
+        if state == "COMPLETE" and not _revertible(completed, now):
             return None  # beyond AWS's 72 hours: deploy the earlier version instead
-        newest = max((int(i["DeploymentNumber"]) for i in self._deployments()), default=number)
-        if newest != number:
-            return None  # not the environment's latest deployment: AWS cannot revert it
+        if state not in ("COMPLETE", "REVERTED"):
+            return None
+        blocker = self._revert_blocker(number, spec.version_id)
+        if blocker:
+            logger.info("not reverting AWS deployment %s natively: %s", number, blocker)
+            return None
+        if state == "REVERTED":
+            return result  # an interrupted attempt reverted it already
         try:
             self.aws.call(
                 "StopDeployment",
@@ -1167,32 +1507,11 @@ class AwsAppConfigBackend(Backend):
             )
         d = self._get(number)
         state = str(d.get("State"))
-        if state in ("DEPLOYING", "VALIDATING", "BAKING"):
-            d = self.aws.call(
-                "StopDeployment",
-                self._deployment_resource(number),
-                **self._ids(),
-                DeploymentNumber=number,
-            )
-            state = str(d.get("State") or "ROLLED_BACK")
+        if state in IN_PROGRESS_AWS_STATES:
+            d = self._stop_in_progress(number, d, spec, now)
         elif state == "COMPLETE":
-            completed = d.get("CompletedAt")
-            recent = isinstance(completed, dt.datetime) and now - completed < REVERT_WINDOW
-            newest = max((int(i["DeploymentNumber"]) for i in self._deployments()), default=number)
-            if not recent or newest != number:
-                raise PermanentBackendError(
-                    f"AWS deployment {number} completed before flagdash could stop it, and AWS can "
-                    "no longer revert it (a later deployment exists, or it completed more than 72 "
-                    "hours ago). Roll back to the earlier version from the versions page."
-                )
-            d = self.aws.call(
-                "StopDeployment",
-                self._deployment_resource(number),
-                **self._ids(),
-                DeploymentNumber=number,
-                AllowRevert=True,
-            )
-            state = str(d.get("State") or "REVERTED")
+            d = self._revert_completed(number, d, spec, now)
+        state = str(d.get("State") or "ROLLED_BACK")
         log = list(d.get("EventLog") or [])
         events, cursor = _new_events(log, data.get("event_cursor"))
         data["event_cursor"] = cursor
@@ -1205,6 +1524,72 @@ class AwsAppConfigBackend(Backend):
                 backend_data=data,
             )
         return RolloutStatus("rolled_back", 0.0, events=events, backend_data=data)
+
+    def _stop_call(self, number: int, *, allow_revert: bool) -> dict[str, Any]:
+        return self.aws.call(
+            "StopDeployment",
+            self._deployment_resource(number),
+            **self._ids(),
+            DeploymentNumber=number,
+            **({"AllowRevert": True} if allow_revert else {}),
+        )
+
+    def _stop_in_progress(
+        self,
+        number: int,
+        d: dict[str, Any],
+        spec: DeploymentSpec,
+        now: dt.datetime,
+        *,
+        again: bool = True,
+    ) -> dict[str, Any]:
+        """StopDeployment for a deployment still in progress.
+
+        AWS stops a DEPLOYING deployment as asked, but one that is BAKING (or VALIDATING) only
+        with ``Allow-Revert`` ("works only on deployments that have a status of DEPLOYING,
+        unless an AllowRevert parameter is supplied"), and it rolls it back. If AWS refuses
+        anyway, its state moved on meanwhile: it is read again and the stop decided anew (a
+        deployment that completed is reverted while AWS allows it)."""
+        state = str(d.get("State"))
+        try:
+            return self._stop_call(number, allow_revert=state != "DEPLOYING")
+        except (_BadRequest, _Conflict) as exc:
+            fresh = self._get(number)
+            now_state = str(fresh.get("State"))
+            if now_state in ("ROLLING_BACK", "ROLLED_BACK", "REVERTED"):
+                return fresh  # stopped meanwhile (by an alarm, by someone, by our lost request)
+            if now_state == "COMPLETE":
+                return self._revert_completed(number, fresh, spec, now)
+            if again and now_state != state and now_state in IN_PROGRESS_AWS_STATES:
+                return self._stop_in_progress(number, fresh, spec, now, again=False)
+            if isinstance(exc, _Conflict):
+                raise
+            raise PermanentBackendError(
+                f"AWS refused to stop deployment {number} while it is "
+                f"{now_state.lower().replace('_', ' ')}: {exc.message}"
+            ) from None
+
+    def _revert_completed(
+        self, number: int, d: dict[str, Any], spec: DeploymentSpec, now: dt.datetime
+    ) -> dict[str, Any]:
+        """Stop a deployment that completed before flagdash could stop it: AWS's revert, within
+        its window and only if it brings back flagdash's previous version."""
+        if not _revertible(d.get("CompletedAt"), now):
+            raise PermanentBackendError(
+                f"AWS deployment {number} completed before flagdash could stop it, more than "
+                f"{_window_text()} ago, and AWS can no longer revert it. Roll back to the "
+                "earlier version from the versions page."
+            )
+        blocker = self._revert_blocker(
+            number, spec.previous_version_id, check_previous=spec.previous_version_id is not None
+        )
+        if blocker:
+            raise PermanentBackendError(
+                f"AWS deployment {number} completed before flagdash could stop it, and AWS's "
+                f"revert cannot be used: {blocker}. Roll back to the earlier version from the "
+                "versions page."
+            )
+        return self._stop_call(number, allow_revert=True)
 
     # --- what AWS serves ------------------------------------------------------------------------
 
@@ -1294,6 +1679,16 @@ class AwsAppConfigBackend(Backend):
 
 
 # --- events, schedule ----------------------------------------------------------------------------
+
+
+def _revertible(completed: Any, now: dt.datetime) -> bool:
+    """Is a deployment that completed at ``completed`` still inside AWS's revert window, with
+    flagdash's margin? (The same rule for a restore and for stopping a completed deployment.)"""
+    return isinstance(completed, dt.datetime) and now - completed <= REVERT_WINDOW - REVERT_MARGIN
+
+
+def _window_text() -> str:
+    return f"{(REVERT_WINDOW - REVERT_MARGIN).total_seconds() / 3600:g} hours"
 
 
 def _event_time(event: dict[str, Any]) -> dt.datetime:
@@ -1434,7 +1829,7 @@ def provision(
     resource with the same name is reused rather than duplicated; a given or found profile of
     another type is refused. Raises ``PermanentBackendError`` / ``TransientBackendError``.
     """
-    aws = _Aws(make_client(region, endpoint_url))
+    aws = _Aws(region, endpoint_url)
     app_id = application_id.strip()
     if app_id:
         aws.call("GetApplication", f"application {app_id} ({region})", ApplicationId=app_id)
@@ -1459,26 +1854,22 @@ def provision(
         )
         _require_feature_flags(profile)
     else:
-        existing = [
-            p
-            for p in aws.pages("ListConfigurationProfiles", app_resource, ApplicationId=app_id)
-            if p.get("Name") == profile_name
-        ]
-        if existing:
-            _require_feature_flags(existing[0])
-            profile_id = str(existing[0]["Id"])
-        else:
-            profile_id = str(
-                aws.call(
-                    "CreateConfigurationProfile",
-                    f"configuration profile “{profile_name}” in {app_resource}",
-                    ApplicationId=app_id,
-                    Name=profile_name,
-                    LocationUri=HOSTED,
-                    Type=FEATURE_FLAGS,
-                    Description="Feature flags deployed by flagdash",
-                )["Id"]
-            )
+        profile_id = _find_or_create(
+            aws,
+            "ListConfigurationProfiles",
+            "CreateConfigurationProfile",
+            f"configuration profile “{profile_name}” in {app_resource}",
+            profile_name,
+            {"ApplicationId": app_id},
+            {
+                "ApplicationId": app_id,
+                "Name": profile_name,
+                "LocationUri": HOSTED,
+                "Type": FEATURE_FLAGS,
+                "Description": "Feature flags deployed by flagdash",
+            },
+            check=_require_feature_flags,
+        )
     env_id = _find_or_create(
         aws,
         "ListEnvironments",
@@ -1505,11 +1896,30 @@ def _find_or_create(
     name: str,
     list_args: dict[str, Any],
     create_args: dict[str, Any],
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> str:
-    for item in aws.pages(list_operation, resource, **list_args):
-        if item.get("Name") == name:
-            return str(item["Id"])
-    return str(aws.call(create_operation, resource, **create_args)["Id"])
+    """The id of the resource named ``name``, created if there is none. A create whose answer
+    is lost (a timeout, a reset, a 5xx) may have been carried out: it is looked for again
+    before the error is reported, and the next "Create in AWS" finds it by name too."""
+
+    def find() -> str | None:
+        for item in aws.pages(list_operation, resource, **list_args):
+            if item.get("Name") == name:
+                if check is not None:
+                    check(item)
+                return str(item["Id"])
+        return None
+
+    found = find()
+    if found is not None:
+        return found
+    try:
+        return str(aws.call(create_operation, resource, **create_args)["Id"])
+    except TransientBackendError:
+        found = find()
+        if found is not None:
+            return found
+        raise
 
 
 def _require_feature_flags(profile: dict[str, Any]) -> None:

@@ -44,7 +44,8 @@ meant to write (its own write, whose answer was lost and retried), flagdash carr
 otherwise it is drift. Flags that do not change are not written.
 
 Credentials: a connection string from the process environment variable named by the
-``connection_string_env`` option, else ``DefaultAzureCredential`` with the ``endpoint`` option.
+``connection_string_env`` option, else ``DefaultAzureCredential`` with the ``endpoint`` option
+(one per process, without the developer and interactive credentials a server must not wait on).
 Nothing secret is stored or logged. Requests use API version ``2023-11-01`` (pinned), a few
 quick retries (``AZURE_APPCONFIG_RETRIES``, default 2) and short timeouts
 (``AZURE_APPCONFIG_TIMEOUT_SECONDS``, default 10), so a worker never blocks long; the engine
@@ -59,11 +60,11 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-import functools
 import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,7 @@ from flagdash.backends.base import (
     RolloutStatus,
     StartResult,
     TransientBackendError,
+    parse_retry_after,
     register,
 )
 from flagdash.backends.endpoints import EndpointNotAllowed, azure_audience, check_endpoint
@@ -341,18 +343,16 @@ class Actual:
 
 
 def _retry_after(exc: Any) -> float | None:
+    """How long Azure asked to wait (seconds): ``retry-after-ms``, ``x-ms-retry-after-ms`` or
+    ``Retry-After`` (seconds or an HTTP date), as azure-core reads them."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None) or {}
-    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0)):
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         raw = headers.get(name)
         if raw:
             with contextlib.suppress(ValueError):
-                return float(raw) / scale
-    raw = headers.get("Retry-After")
-    if raw:
-        with contextlib.suppress(ValueError):
-            return float(raw)
-    return None
+                return max(0.0, float(raw) / 1000.0)
+    return parse_retry_after(headers.get("Retry-After"))
 
 
 def _problem_detail(exc: Any) -> str:
@@ -410,12 +410,34 @@ def _retries() -> int:
     return int(getattr(settings, "AZURE_APPCONFIG_RETRIES", 2))
 
 
-@functools.cache
-def _default_credential() -> Any:
-    """One DefaultAzureCredential per process, so its tokens are cached between calls."""
-    from azure.identity import DefaultAzureCredential
+# DefaultAzureCredential, limited to what a server has: a service principal in the environment,
+# workload identity, managed identity. The developer tools (Azure CLI, PowerShell, Developer CLI,
+# VS Code, the shared token cache, the Windows broker) and the interactive browser are left out:
+# in a web request ("Test connection") or a worker they would start subprocesses or wait for a
+# person, and stall the request for up to their 10-second timeouts each.
+SERVER_CREDENTIAL_EXCLUDES = {
+    "exclude_cli_credential": True,
+    "exclude_powershell_credential": True,
+    "exclude_developer_cli_credential": True,
+    "exclude_visual_studio_code_credential": True,
+    "exclude_shared_token_cache_credential": True,
+    "exclude_interactive_browser_credential": True,
+    "exclude_broker_credential": True,
+}
+_credential_lock = threading.Lock()
+_credential: tuple[int, Any] | None = None
 
-    return DefaultAzureCredential()
+
+def _default_credential() -> Any:
+    """One DefaultAzureCredential per process (created once under a lock; a forked child makes
+    its own), so its tokens are cached between calls."""
+    global _credential
+    with _credential_lock:
+        if _credential is None or _credential[0] != os.getpid():
+            from azure.identity import DefaultAzureCredential
+
+            _credential = (os.getpid(), DefaultAzureCredential(**SERVER_CREDENTIAL_EXCLUDES))
+        return _credential[1]
 
 
 def _format_time(when: dt.datetime | None) -> str:
@@ -597,7 +619,8 @@ class AzureAppConfigBackend(Backend):
                 reason = "is throttling requests" if status == 429 else "did not answer properly"
                 raise TransientBackendError(
                     f"Azure App Configuration at {where} {reason} ({status}) while {what}"
-                    f"{asked}." + (f" {detail}" if detail and status != 429 else "")
+                    f"{asked}." + (f" {detail}" if detail and status != 429 else ""),
+                    retry_in=wait,
                 ) from None
             raise PermanentBackendError(
                 f"Azure App Configuration at {where} refused {what} ({status}): "

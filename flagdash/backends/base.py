@@ -15,7 +15,8 @@ Every call must be idempotent: the engine may repeat any of them after a crash, 
 a retry (``start`` twice for one deployment starts one rollout). Errors are one of:
 
 - ``TransientBackendError``: retried with exponential backoff, at most DEPLOYMENT_MAX_ATTEMPTS
-  times in a row (throttling, a 5xx, a timeout);
+  times in a row (throttling, a 5xx, a timeout); when the backend said how long to wait
+  (``retry_in``, from a Retry-After header), the next attempt comes no sooner;
 - ``BackendBusy``: the backend runs another deployment that flagdash did not start (AWS allows
   one per environment); the deployment waits, showing the message, without using up attempts;
 - ``PermanentBackendError``: the deployment fails with the backend's message (bad credentials,
@@ -30,6 +31,7 @@ Nothing here runs inside a database transaction.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -43,6 +45,27 @@ LINEAR = "linear"
 EXPONENTIAL = "exponential"
 
 
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """A Retry-After header's wait in seconds: a number of seconds or an HTTP date; None when
+    absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
 class BackendError(Exception):
     """A backend call did not succeed. ``message`` is shown to users as it is."""
 
@@ -52,7 +75,16 @@ class BackendError(Exception):
 
 
 class TransientBackendError(BackendError):
-    """Worth retrying: throttling, a 5xx, a timeout, another deployment still running."""
+    """Worth retrying: throttling, a 5xx, a timeout, another deployment still running.
+
+    ``retry_in`` is how long the backend asked flagdash to wait (seconds; a 429's Retry-After),
+    if it said: the engine waits at least that long before the next attempt (up to
+    ``engine.RETRY_AFTER_MAX_SECONDS``) instead of its own shorter backoff.
+    """
+
+    def __init__(self, message: str, *, retry_in: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 class BackendBusy(TransientBackendError):
@@ -61,9 +93,10 @@ class BackendBusy(TransientBackendError):
     ``retry_in`` is how long to wait (seconds). Waiting does not count as a failed attempt.
     """
 
+    retry_in: float
+
     def __init__(self, message: str, *, retry_in: float = 15.0) -> None:
-        super().__init__(message)
-        self.retry_in = retry_in
+        super().__init__(message, retry_in=retry_in)
 
 
 class PermanentBackendError(BackendError):

@@ -77,6 +77,8 @@ _acting_at: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar(
     "deployment_acting_at", default=None
 )
 QUEUE_RECHECK_SECONDS = 30  # a waiting deployment looks again even if no nudge arrives
+# The longest wait a backend's Retry-After can impose on the next attempt (seconds).
+RETRY_AFTER_MAX_SECONDS = 300.0
 # Keys of Deployment.backend_data that flagdash writes itself (not the backend's).
 FLAGDASH_DATA_KEYS = ("drift", "error_details")
 
@@ -642,7 +644,8 @@ def _fail(d: Deployment, message: str, now: dt.datetime) -> None:
 def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
     """A backend call failed: retry later with backoff, or fail.
 
-    Transient errors are retried with exponential backoff. A rollout that has not reached the
+    Transient errors are retried with exponential backoff, or after the wait the backend asked
+    for if that is longer (``retry_delay``). A rollout that has not reached the
     backend gives up after DEPLOYMENT_MAX_ATTEMPTS; one that has (it has a backend reference)
     and a rollback never give up: giving up would not stop what the backend is doing.
 
@@ -698,7 +701,7 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
             audit_transition(d, old_state, actor_name="flagdash")
             schedule_advance(d.pk)
             return "failing"
-        delay = min(float(settings.DEPLOYMENT_RETRY_MAX_SECONDS), 2.0 ** (d.attempts - 1))
+        delay = retry_delay(d.attempts, exc)
         d.next_step_at = now + dt.timedelta(seconds=delay)
         of = "" if persistent else f" of {max_attempts()}"
         record_event(
@@ -709,6 +712,22 @@ def _record_error(claim: Claim, exc: BaseException, now: dt.datetime) -> str:
         d.save()
         schedule_advance(d.pk, d.next_step_at)
         return "retry"
+
+
+def retry_delay(attempts: int, exc: BaseException) -> float:
+    """Seconds until the next attempt after ``attempts`` failed ones in a row.
+
+    Exponential backoff from 1 s, capped at DEPLOYMENT_RETRY_MAX_SECONDS; but never sooner than
+    the backend asked (``TransientBackendError.retry_in``, a 429's Retry-After), which is bounded
+    by RETRY_AFTER_MAX_SECONDS rather than by DEPLOYMENT_RETRY_MAX_SECONDS: a throttled service
+    must be given the wait it asked for even when flagdash's own backoff is shorter (1 s in fast
+    setups), but a bogus header must not park a deployment for hours.
+    """
+    delay = min(float(settings.DEPLOYMENT_RETRY_MAX_SECONDS), 2.0 ** max(0, attempts - 1))
+    asked = getattr(exc, "retry_in", None) if isinstance(exc, TransientBackendError) else None
+    if asked is not None and asked > 0:
+        delay = max(delay, min(float(asked), RETRY_AFTER_MAX_SECONDS))
+    return delay
 
 
 def _record_busy(claim: Claim, exc: BackendBusy, now: dt.datetime) -> str:

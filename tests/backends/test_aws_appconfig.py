@@ -13,6 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from flagdash.backends.aws_appconfig import AwsAppConfigBackend, render_document
+from flagdash.backends.base import PermanentBackendError
 from flagdash.backends.models import AwsAppConfigDeployment
 from flagdash.deployments import services
 from flagdash.deployments.models import Deployment, DeploymentState, EventType
@@ -401,21 +402,25 @@ def test_throttling_and_server_errors_are_retried_then_it_succeeds(aws, clocks, 
     aws.fake.fail_next("StartDeployment", status=429, times=3)
     aws.fake.fail_next("GetDeployment", status=500, times=2)
     d = deploy(flag, beta, LINEAR_20)
-    d = run_until(clocks, d, S.DEPLOYING, step=1)
     clocks.run()
-    for _ in range(4):
+    for _ in range(12):  # the engine's backoff: 1, 2, 4, then 8 s
+        if reload(d).percentage == 20:
+            break
         clocks.tick(2)
         clocks.run()
     d = reload(d)
     assert d.state == S.DEPLOYING and d.percentage == 20 and d.error == ""
     starts = [status for op, status in aws.fake.log if op == "StartDeployment"]
-    assert starts == [429, 429, 429, 201]  # botocore retried once per attempt, the engine again
+    # StartDeployment is sent once per attempt (botocore never repeats a call that starts
+    # something); the engine retries it.
+    assert starts == [429, 429, 429, 201]
     gets = [status for op, status in aws.fake.log if op == "GetDeployment"]
-    assert gets[:3] == [500, 500, 200]
+    assert gets[:3] == [500, 500, 200]  # a read: botocore's one retry, then the engine's
     assert len(aws.fake.deployments[(aws.application_id, aws.environment_id)]) == 1
     retries = list(d.events.filter(type=EventType.RETRY).values_list("message", flat=True))
-    assert len(retries) == 2
-    assert "ThrottlingException" in retries[0] and "InternalServerException" in retries[1]
+    assert len(retries) == 4
+    assert all("ThrottlingException" in r for r in retries[:3])
+    assert "InternalServerException" in retries[3]
     assert d.attempts == 0
 
 
@@ -443,7 +448,9 @@ def test_a_missing_aws_environment_fails_naming_it(aws, clocks, app, beta, flag)
     d = reload(d)
     assert d.state == S.FAILED
     assert "environment gone123" in d.error and "Environment gone123 not found" in d.error
-    assert aws.fake.calls["StartDeployment"] == 1
+    # found out before anything was written (what the environment serves is checked first)
+    assert aws.fake.calls["CreateHostedConfigurationVersion"] == 0
+    assert aws.fake.calls["StartDeployment"] == 0
 
 
 @pytest.mark.parametrize(
@@ -619,3 +626,228 @@ def test_the_document_survives_json_round_trips(aws, app, beta, flag):
     rendered = render_document(documents.working_document(beta))
     assert json.loads(json.dumps(rendered)) == rendered
     assert dt.date.fromisoformat(rendered["flags"][flag.key]["_deprecation"]["date"])
+
+
+# --- deployments started outside flagdash, and what a revert brings back --------------------------
+
+
+def _console_deploys(aws, clocks, hosted: int) -> int:
+    """Someone deploys hosted version ``hosted`` in the AWS console, all at once; it completes."""
+    number = aws.fake.start_deployment(
+        aws.application_id, aws.environment_id, aws.profile_id, hosted, ALL_AT_ONCE
+    )
+    clocks.tick(601)
+    assert aws.deployment(number).state == "COMPLETE"
+    return number
+
+
+def test_a_deployment_started_in_the_console_is_drift_until_overwritten(
+    aws, clocks, editor, app, beta, flag
+):
+    """Someone redeploys an older flagdash version from the console: no version was written
+    outside flagdash, but AWS no longer serves what flagdash recorded as live."""
+    first = run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    second = run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    console = _console_deploys(aws, clocks, hosted=1)
+    d = deploy(flag, beta)
+    clocks.run()
+    d = reload(d)
+    assert d.state == S.FAILED and d.drifted
+    assert f"AWS deployment {console}" in d.error and "outside flagdash" in d.error
+    assert "serves hosted configuration version 1, not what flagdash deployed last (v" in d.error
+    assert d.error_details[0].startswith(f"AWS deployment {console} (complete, started ")
+    assert (
+        f"serves hosted configuration version 1 (flagdash's v{first.version.number}, "
+        f"deployment #{first.pk}); flagdash's live version here is v{second.version.number}"
+    ) in d.error_details[0]
+    assert f"{flag.key}: enabled changed" in d.error_details  # v1 differs from v2 in the flag
+    assert len(aws.fake.versions[(aws.application_id, aws.profile_id)]) == 2  # nothing written
+    assert aws.fake.calls["StartDeployment"] == 2
+
+    retry = services.deployment_retry(actor=editor, deployment=d, overwrite_drift=True)
+    retry = run_until(clocks, retry, S.COMPLETE, S.FAILED, step=120)
+    assert retry.state == S.COMPLETE, retry.error
+    served = aws.fake.served_version(aws.application_id, aws.environment_id, aws.profile_id)
+    assert served == "3"
+
+
+def test_a_console_deployment_of_what_flagdash_serves_is_not_drift(aws, clocks, app, beta, flag):
+    run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    _console_deploys(aws, clocks, hosted=1)  # the same hosted version again
+    d = run_until(clocks, deploy(flag, beta), S.COMPLETE, S.FAILED, step=120)
+    assert d.state == S.COMPLETE, d.error
+
+
+def test_a_revert_that_would_bring_back_a_console_deployment_deploys_the_version_instead(
+    aws, clocks, editor, app, beta, flag
+):
+    """AWS's revert brings back what AWS served before, which is a console deployment here, not
+    flagdash's previous version: flagdash deploys its previous version instead of reverting."""
+    base = run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    console_doc = render_document(documents.load(base.version.document))
+    console_doc["values"][flag.key]["enabled"] = not console_doc["values"][flag.key]["enabled"]
+    hosted = aws.fake.create_version(aws.application_id, aws.profile_id, console_doc, "console")
+    _console_deploys(aws, clocks, hosted=hosted)
+    refused = deploy(flag, beta)
+    clocks.run()
+    refused = reload(refused)
+    assert refused.drifted
+    bad = services.deployment_retry(actor=editor, deployment=refused, overwrite_drift=True)
+    bad = run_until(clocks, bad, S.COMPLETE, S.FAILED, step=120)
+    assert bad.state == S.COMPLETE, bad.error
+    bad_number = int(bad.backend_ref.rsplit("/", 1)[1])
+    assert bad.previous_version_id == base.version_id
+
+    restore = services.deployment_rollback(actor=editor, deployment=bad, reason="wrong price")
+    restore = run_until(clocks, restore, S.COMPLETE, S.FAILED, step=5)
+    assert restore.state == S.COMPLETE, restore.error
+    assert restore.version_id == base.version_id
+    assert not restore.backend_ref.endswith("/revert")
+    assert aws.deployment(bad_number).state == "COMPLETE"  # not reverted to the console's
+    served = aws.fake.served_version(aws.application_id, aws.environment_id, aws.profile_id)
+    assert served == str(bad_number + 1)
+    stored = aws.fake.document(aws.application_id, aws.profile_id, int(served))
+    assert stored == render_document(documents.load(base.version.document))
+
+
+def test_a_revert_after_a_rolled_back_deployment_deploys_the_version_instead(
+    aws, clocks, editor, app, beta, flag
+):
+    """The AWS deployment before the one to revert was rolled back: what AWS would bring back
+    is not certain, so flagdash deploys its previous version."""
+    base = run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    stopped = deploy(flag, beta, LINEAR_20)
+    clocks.run()
+    services.deployment_rollback(actor=editor, deployment=reload(stopped), reason="no")
+    clocks.run()
+    assert aws.deployment(2).state == "ROLLED_BACK"
+    bad = run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    restore = services.deployment_rollback(actor=editor, deployment=bad, reason="undo")
+    restore = run_until(clocks, restore, S.COMPLETE, S.FAILED, step=5)
+    assert restore.state == S.COMPLETE, restore.error
+    assert not restore.backend_ref.endswith("/revert")
+    assert aws.deployment(3).state == "COMPLETE"
+    stored = aws.fake.document(aws.application_id, aws.profile_id, 4)
+    assert stored == render_document(documents.load(base.version.document))
+
+
+# --- stopping while AWS bakes -----------------------------------------------------------------
+
+
+def test_rolling_back_while_aws_bakes_stops_it_with_allow_revert(
+    aws, clocks, editor, app, beta, flag
+):
+    """AWS stops only a DEPLOYING deployment without Allow-Revert; a baking one needs it."""
+    run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    d = deploy(flag, beta, ALL_AT_ONCE)  # 100 % at once, then a 10-minute bake
+    clocks.run()
+    assert reload(d).state == S.BAKING and aws.deployment(2).state == "BAKING"
+    services.deployment_rollback(actor=editor, deployment=reload(d), reason="errors")
+    clocks.run()
+    d = reload(d)
+    assert d.state == S.ROLLED_BACK, d.error
+    assert aws.deployment(2).state == "ROLLED_BACK"
+    assert [s for op, s in aws.fake.log if op == "StopDeployment"] == [202]
+    served = aws.fake.served_version(aws.application_id, aws.environment_id, aws.profile_id)
+    assert served == "1"
+
+
+def test_a_stop_refused_because_aws_moved_on_is_decided_again(
+    aws, clocks, editor, monkeypatch, app, beta, flag
+):
+    """flagdash reads DEPLOYING, AWS starts baking before StopDeployment arrives and refuses it
+    without Allow-Revert: flagdash reads the state again and stops the baking deployment."""
+    d = deploy(flag, beta, LINEAR_20)
+    clocks.run()
+    clocks.tick(30 * 60 - 5)  # 100 %, five seconds before the bake
+    clocks.run()
+    assert aws.deployment(1).state == "DEPLOYING"
+    real_get = AwsAppConfigBackend._get
+    moved = []
+
+    def get_then_move_on(self, number):
+        found = real_get(self, number)
+        if not moved:
+            moved.append(found["State"])
+            aws.fake.clock.advance(10)  # AWS moves on to its bake meanwhile
+        return found
+
+    monkeypatch.setattr(AwsAppConfigBackend, "_get", get_then_move_on)
+    services.deployment_rollback(actor=editor, deployment=reload(d), reason="stop")
+    clocks.run()
+    d = reload(d)
+    assert moved == ["DEPLOYING"]
+    assert d.state == S.ROLLED_BACK, d.error
+    assert aws.deployment(1).state == "ROLLED_BACK"
+    assert [s for op, s in aws.fake.log if op == "StopDeployment"] == [400, 202]
+
+
+def test_a_rollback_of_a_deployment_aws_completed_meanwhile_reverts_it(
+    aws, clocks, editor, monkeypatch, app, beta, flag
+):
+    """flagdash still thinks the deployment bakes when the rollback is asked for; AWS completed
+    it meanwhile: AWS's revert (it is the latest, and the one before is flagdash's previous
+    version) brings the previous version back."""
+    run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    d = deploy(flag, beta, ALL_AT_ONCE)
+    clocks.run()
+    assert reload(d).state == S.BAKING
+    aws.fake.clock.advance(601)  # AWS completes; flagdash has not polled since
+    assert aws.deployment(2).state == "COMPLETE"
+    services.deployment_rollback(actor=editor, deployment=reload(d), reason="errors")
+    clocks.run()
+    d = reload(d)
+    assert d.state == S.ROLLED_BACK, d.error
+    assert aws.deployment(2).state == "REVERTED"
+    served = aws.fake.served_version(aws.application_id, aws.environment_id, aws.profile_id)
+    assert served == "1"
+
+
+def test_start_and_stop_use_the_same_revert_window():
+    import datetime as dt
+
+    from flagdash.backends.aws_appconfig import REVERT_MARGIN, REVERT_WINDOW, _revertible
+
+    now = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    assert _revertible(now - (REVERT_WINDOW - REVERT_MARGIN), now)
+    assert not _revertible(now - (REVERT_WINDOW - REVERT_MARGIN) - dt.timedelta(seconds=1), now)
+    assert not _revertible(None, now)
+
+
+def test_stopping_a_deployment_completed_near_the_end_of_the_window_is_refused_clearly(
+    aws, clocks, editor, monkeypatch, app, beta, flag
+):
+    """A rollout AWS completed 71 h 58 min ago (flagdash missed it): within AWS's 72 hours but
+    past flagdash's margin, so flagdash does not race the window's last minutes."""
+    from flagdash.deployments import engine
+
+    run_until(clocks, deploy(flag, beta), S.COMPLETE, step=120)
+    d = deploy(flag, beta, ALL_AT_ONCE)
+    clocks.run()
+    spec = engine.build_spec(reload(d))
+    aws.fake.clock.advance(600 + 72 * 3600 - 120)
+    from datetime import timedelta
+
+    with pytest.raises(PermanentBackendError, match="completed before flagdash could stop it"):
+        aws.backend().stop(spec, clocks.now + timedelta(seconds=600 + 72 * 3600 - 120))
+    assert aws.deployment(2).state == "COMPLETE"
+    assert aws.fake.calls["StopDeployment"] == 0
+
+
+def test_awss_retry_after_on_throttling_sets_the_next_attempt(aws, clocks, app, beta, flag):
+    d = deploy(flag, beta, LINEAR_20)
+    clocks.run()
+    assert reload(d).backend_ref
+    aws.fake.fail_next("GetDeployment", status=429, times=2, retry_after=20)
+    clocks.tick(30)
+    clocks.run()
+    d = reload(d)
+    retry = d.events.get(type=EventType.RETRY)
+    assert "ThrottlingException" in retry.message and "AWS asked to wait 20 s" in retry.message
+    assert (
+        15 <= (d.next_step_at - clocks.now).total_seconds() <= 20
+    )  # not the engine's 1 s (slack: the clock is real time)
+    clocks.tick(20)
+    clocks.run()
+    d = reload(d)
+    assert d.state == S.DEPLOYING and d.attempts == 0 and d.percentage == 20

@@ -50,12 +50,14 @@ def test_aws_calls_for_one_linear20_rollout_with_production_poll_settings(
         f"\nAppConfig.Linear20PercentEvery6Minutes, DEPLOYMENT_POLL_MIN/MAX_SECONDS=1/{poll_max}:"
         f" {sum(calls.values())} AWS calls in {advances} engine steps: {calls}"
     )
-    assert calls["ListHostedConfigurationVersions"] == 1  # the drift check
+    assert calls["ListHostedConfigurationVersions"] == 1  # the drift check: versions …
+    assert calls["ListDeployments"] == 1  # … and what the environment serves
     assert calls["CreateHostedConfigurationVersion"] == 1
     assert calls["StartDeployment"] == 1
     # one poll every 30 s for an hour (alarms must show within 30 s), plus the step times
     assert 118 <= calls["GetDeployment"] <= 124
     assert set(calls) == {
+        "ListDeployments",
         "ListHostedConfigurationVersions",
         "CreateHostedConfigurationVersion",
         "StartDeployment",

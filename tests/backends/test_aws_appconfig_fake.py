@@ -165,3 +165,73 @@ def test_allow_revert_only_within_72_hours_of_completion(fake):
         aws.stop_deployment(**ids, DeploymentNumber=first, AllowRevert=True)
     reverted = aws.stop_deployment(**ids, DeploymentNumber=second, AllowRevert=True)
     assert reverted["State"] == "REVERTED"
+
+
+def test_a_baking_deployment_is_stopped_only_with_allow_revert(fake):
+    """AWS's API reference: StopDeployment "works only on deployments that have a status of
+    DEPLOYING, unless an AllowRevert parameter is supplied"; with it, an in-progress deployment
+    is ROLLED_BACK."""
+    aws, app, profile, env, number = setup(fake)
+    ids = {"ApplicationId": app, "EnvironmentId": env}
+    first = aws.start_deployment(
+        **ids,
+        ConfigurationProfileId=profile,
+        ConfigurationVersion=str(number),
+        DeploymentStrategyId="AppConfig.AllAtOnce",
+    )["DeploymentNumber"]
+    assert aws.get_deployment(**ids, DeploymentNumber=first)["State"] == "BAKING"
+    with pytest.raises(aws.exceptions.BadRequestException, match="DEPLOYING"):
+        aws.stop_deployment(**ids, DeploymentNumber=first)
+    assert aws.get_deployment(**ids, DeploymentNumber=first)["State"] == "BAKING"
+    stopped = aws.stop_deployment(**ids, DeploymentNumber=first, AllowRevert=True)
+    assert stopped["State"] == "ROLLED_BACK"
+
+
+def _signed_request(fake, *, leave_out: str):
+    """A ListApplications request signed correctly except that ``leave_out`` is not among the
+    signed headers (botocore's signer, told to sign one header fewer)."""
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    class Signer(botocore.auth.SigV4Auth):
+        def headers_to_sign(self, request):
+            headers = super().headers_to_sign(request)
+            del headers[leave_out]
+            return headers
+
+    request = AWSRequest(method="GET", url=f"{fake.url}/applications")
+    Signer(Credentials(ACCESS_KEY, SECRET_KEY), "appconfig", REGION).add_auth(request)
+    prepared = request.prepare()
+    return urllib.request.Request(  # noqa: S310 (the fake, over http)
+        prepared.url, headers=dict(prepared.headers), method="GET"
+    )
+
+
+@pytest.mark.parametrize(
+    ("leave_out", "says"),
+    [("x-amz-date", "'X-Amz-Date' must be a 'SignedHeader'"), ("host", "'Host' must be")],
+)
+def test_a_signature_must_cover_the_date_and_the_host(fake, leave_out, says):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(_signed_request(fake, leave_out=leave_out), timeout=5)  # noqa: S310
+    assert refused.value.code == 403
+    assert refused.value.headers["x-amzn-errortype"].startswith("IncompleteSignatureException")
+    assert says in refused.value.read().decode()
+    assert "Authorization" in _signed_request(fake, leave_out=leave_out).headers
+
+
+def test_a_lost_answer_is_carried_out_and_never_arrives(fake):
+    fake.lose_answer("CreateApplication")
+    with pytest.raises(Exception, match="Connection was closed"):
+        client(fake).create_application(Name="checkout")
+    assert [a["Name"] for a in fake.applications.values()] == ["checkout"]
+    assert fake.lost == ["CreateApplication"]
+
+
+def test_throttling_can_carry_a_retry_after(fake):
+    fake.fail_next("ListApplications", status=429, retry_after=20)
+    with pytest.raises(client(fake).exceptions.ClientError) as caught:
+        client(fake).list_applications()
+    assert code(caught) == "ThrottlingException"
+    assert caught.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "20"

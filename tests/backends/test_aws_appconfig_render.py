@@ -178,21 +178,22 @@ def test_a_multi_variant_flag_carries_its_default_variant():
         )
     )
     theme = rendered["values"]["theme"]
+    # The default variant only, as plain attributes every client reads; AWS's own ``_variants``
+    # (shape unconfirmed, evaluated only by the AppConfig Agent) are not written.
     assert theme == {
         "enabled": True,
         "size": 2,
         "variantValue": '{"bg":"#000"}',
-        "_variants": [
-            {
-                "name": "dark",
-                "enabled": True,
-                "attributeValues": {"size": 2, "variantValue": '{"bg":"#000"}'},
-            }
-        ],
+        "variantName": "dark",
     }
     assert rendered["flags"]["theme"]["attributes"]["variantValue"]["constraints"] == {
         "type": "string"
     }
+    assert rendered["flags"]["theme"]["attributes"]["variantName"]["constraints"] == {
+        "type": "string"
+    }
+    assert rendered["values"]["limit"]["variantName"] == "high"
+    assert all("_variants" not in value for value in rendered["values"].values())
     assert rendered["flags"]["limit"]["attributes"]["variantValue"]["constraints"] == {
         "type": "number"
     }
@@ -254,7 +255,7 @@ def test_a_multi_variant_flag_carries_its_default_variant():
                 "f": entry(
                     kind="multivariant",
                     value_type="string",
-                    attributes={f"a{n}": attribute("boolean") for n in range(25)},
+                    attributes={f"a{n}": attribute("boolean") for n in range(24)},
                     variants=[{"name": "on", "value": "x"}],
                     default_variant="on",
                 )
@@ -335,6 +336,29 @@ def test_a_multi_variant_flag_reads_back_with_its_default_variant():
     back = parse_document(render_document(original), "checkout", "beta")["flags"]["limit"]
     assert back["kind"] == "multivariant" and back["value_type"] == "integer"
     assert back["variants"] == [{"name": "high", "value": 50}] and back["default_variant"] == "high"
+
+
+def test_a_document_written_by_an_earlier_flagdash_with_variants_still_reads_back():
+    """Earlier versions wrote the default variant's name in ``_variants``; what AWS still serves
+    from them reads back with that name."""
+    rendered = render_document(
+        document(
+            limit=entry(
+                kind="multivariant",
+                value_type="integer",
+                enabled=True,
+                variants=[{"name": "low", "value": 5}, {"name": "high", "value": 50}],
+                default_variant="high",
+            )
+        )
+    )
+    value = rendered["values"]["limit"]
+    del value["variantName"]
+    del rendered["flags"]["limit"]["attributes"]["variantName"]
+    value["_variants"] = [{"name": "high", "enabled": True, "attributeValues": {}}]
+    back = parse_document(rendered, "checkout", "beta")["flags"]["limit"]
+    assert back["default_variant"] == "high" and back["variants"] == [{"name": "high", "value": 50}]
+    assert back["attribute_values"] == {} and back["attributes"] == {}
 
 
 def test_awss_own_checks_refuse_what_breaks_its_schema():

@@ -264,12 +264,37 @@ def test_create_in_aws_reports_permissions_and_outages(fake):
     with pytest.raises(PermanentBackendError, match="appconfig:CreateApplication"):
         provision(**args)
     fake.allow("CreateApplication")
-    fake.fail_next("CreateEnvironment", status=503, times=2)
+    fake.fail_next("CreateEnvironment", status=503)
     with pytest.raises(TransientBackendError, match="retries"):
         provision(**args)
+    # a create is sent once: botocore does not repeat it (AWS may have carried it out)
+    assert fake.log.count(("CreateEnvironment", 503)) == 1
     assert provision(**args)["environment_id"]  # and once AWS is back, it completes
     assert fake.calls["CreateApplication"] == 2  # the refused one, then one created
-    assert len(fake.applications) == 1
+    assert fake.calls["CreateEnvironment"] == 2
+    assert len(fake.applications) == 1 and len(fake.environments) == 1
+
+
+def test_create_in_aws_after_lost_answers_creates_each_resource_once(fake):
+    """AWS created each resource but its answer was lost: flagdash looks for it by name
+    instead of creating a second one (botocore would have sent the create again)."""
+    for operation in ("CreateApplication", "CreateConfigurationProfile", "CreateEnvironment"):
+        fake.lose_answer(operation)
+    options = provision(
+        region=REGION,
+        endpoint_url=fake.url,
+        application_name="checkout",
+        profile_name="flags",
+        environment_name="beta",
+    )
+    assert fake.lost == ["CreateApplication", "CreateConfigurationProfile", "CreateEnvironment"]
+    assert len(fake.applications) == 1 and len(fake.profiles) == 1 and len(fake.environments) == 1
+    app_id = options["application_id"]
+    assert options["configuration_profile_id"] == next(iter(fake.profiles.values()))["Id"]
+    assert options["environment_id"] == fake.environments[next(iter(fake.environments))]["Id"]
+    assert fake.applications[app_id]["Name"] == "checkout"
+    for operation in ("CreateApplication", "CreateConfigurationProfile", "CreateEnvironment"):
+        assert fake.calls[operation] == 1
 
 
 def test_a_missing_application_id_is_named(fake, monkeypatch):

@@ -10,9 +10,16 @@ from django.test import Client
 from django.urls import reverse
 
 from flagdash.audit.models import AuditEvent
-from flagdash.backends.base import BackendBusy, DriftError, PermanentBackendError
+from flagdash.backends.base import (
+    BackendBusy,
+    DriftError,
+    PermanentBackendError,
+    TransientBackendError,
+    parse_retry_after,
+)
 from flagdash.backends.local import LocalBackend
 from flagdash.backends.models import LocalRollout
+from flagdash.deployments import engine
 from flagdash.deployments.models import Deployment, DeploymentState, EventType
 from flagdash.flags import services as flag_services
 from tests.deployments.conftest import reload, run_due
@@ -111,6 +118,74 @@ def test_stopping_a_deployment_that_waits_for_the_backend_touches_nothing_there(
     d = reload(d)
     assert d.state == DeploymentState.ROLLED_BACK and d.waiting_reason == ""
     assert not LocalRollout.objects.filter(deployment_id=d.pk).exists()
+
+
+# --- a backend asking to wait (429 Retry-After) ----------------------------------------------
+
+
+def test_a_transient_error_asking_for_a_long_wait_is_retried_no_sooner(
+    clock, monkeypatch, app, beta, flag
+):
+    calls = []
+    real_start = LocalBackend.start
+
+    def throttled(self, spec, now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise TransientBackendError("The backend is throttling; it asked for 45 s", retry_in=45)
+        return real_start(self, spec, now)
+
+    monkeypatch.setattr(LocalBackend, "start", throttled)
+    d = toggle(flag, beta)
+    run_due(clock)
+    d = reload(d)
+    assert d.state == DeploymentState.DEPLOYING and d.attempts == 1
+    # not the 1 s of the first backoff step: the 45 s the backend asked for
+    assert 44 <= (d.next_step_at - clock.now).total_seconds() <= 45
+    retry = d.events.get(type=EventType.RETRY)
+    assert "retrying in 45 s" in retry.message
+    clock.tick(30)
+    run_due(clock)
+    assert len(calls) == 1  # not due yet
+    clock.tick(16)
+    run_due(clock)
+    d = reload(d)
+    assert len(calls) == 2 and d.state != DeploymentState.DEPLOYING and d.attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("attempts", "retry_in", "max_seconds", "expected"),
+    [
+        (1, None, 60, 1.0),  # the engine's own backoff
+        (4, None, 60, 8.0),
+        (8, None, 60, 60.0),
+        (1, 0.5, 60, 1.0),  # a shorter wait than the backoff: the backoff
+        (1, 45, 1, 45.0),  # longer than DEPLOYMENT_RETRY_MAX_SECONDS: still honoured
+        (1, 3600, 60, engine.RETRY_AFTER_MAX_SECONDS),  # but never more than 5 minutes
+    ],
+)
+def test_the_retry_delay_honours_the_backends_wait_within_bounds(
+    settings, attempts, retry_in, max_seconds, expected
+):
+    settings.DEPLOYMENT_RETRY_MAX_SECONDS = max_seconds
+    exc = TransientBackendError("throttled", retry_in=retry_in)
+    assert engine.retry_delay(attempts, exc) == expected
+    assert engine.retry_delay(attempts, PermanentBackendError("no")) == min(
+        max_seconds, 2.0 ** (attempts - 1)
+    )
+
+
+def test_retry_after_headers_are_read_as_seconds_or_dates():
+    import datetime as dt
+
+    now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    assert parse_retry_after("30", now) == 30
+    assert parse_retry_after("1.5", now) == 1.5
+    assert parse_retry_after("Fri, 01 May 2026 12:02:00 GMT", now) == 120
+    assert parse_retry_after("Fri, 01 May 2026 11:00:00 GMT", now) == 0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+    assert BackendBusy("busy").retry_in == 15.0  # waiting keeps its own default
 
 
 # --- permanent errors with details, and drift -----------------------------------------------

@@ -18,10 +18,15 @@ classes:
 - ``set_alarm(arn, "ALARM")`` while a deployment to an environment monitoring that alarm is
   deploying or baking rolls it back by itself (ROLLBACK_STARTED / ROLLBACK_COMPLETED, TriggeredBy
   CLOUDWATCH_ALARM), like AWS;
-- StopDeployment rolls back a running deployment, and with ``Allow-Revert: true`` reverts a
-  completed one — only the environment's latest and only within 72 hours of its completion;
-- ``calls`` counts requests per operation; ``fail_next``, ``slow`` and ``deny`` inject throttling,
-  5xx, slow answers and AccessDenied.
+- StopDeployment, as AWS's API reference has it, "works only on deployments that have a status
+  of DEPLOYING, unless an AllowRevert parameter is supplied": without ``Allow-Revert: true`` a
+  BAKING or VALIDATING deployment is refused (400 BadRequestException); with it an in-progress
+  deployment is ROLLED_BACK and a completed one REVERTED — only the environment's latest and
+  only within 72 hours of its completion;
+- ``calls`` counts requests per operation; ``fail_next``, ``slow`` and ``deny`` inject throttling
+  (optionally with ``Retry-After``), 5xx, slow answers and AccessDenied; ``lose_answer`` carries
+  a request out and then loses the answer (the connection is reset, or the answer comes after the
+  client's read timeout), as when AWS processed a request whose response never arrived.
 
 Errors have AWS's shape: the ``x-amzn-errortype`` header and a JSON body with ``Message``.
 """
@@ -36,6 +41,8 @@ import json
 import math
 import re
 import secrets
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -124,6 +131,7 @@ class AwsError(Exception):
         self.code = code
         self.message = message
         self.extra = extra
+        self.retry_after: float | None = None
 
 
 def bad_request(message: str, **extra: Any) -> AwsError:
@@ -142,6 +150,8 @@ class Fault:
     message: str
     times: int
     delay: float = 0.0
+    retry_after: float | None = None
+    lose: str = ""  # "reset" or "timeout": carry the request out, then lose the answer
 
 
 @dataclass
@@ -670,6 +680,8 @@ class Response:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
+    lose: str = ""  # "reset" / "timeout": the request was carried out, the answer is lost
+    lose_after: float = 0.0
 
 
 class AppConfigFake:
@@ -690,6 +702,7 @@ class AppConfigFake:
         self.rollback_seconds = 0.0  # how long an alarm rollback stays ROLLING_BACK
         self.calls: Counter[str] = Counter()
         self.log: list[tuple[str, int]] = []  # (operation, status) of every request
+        self.lost: list[str] = []  # operations carried out whose answer was lost
         self.denied: set[str] = set()
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.RLock()
@@ -759,8 +772,10 @@ class AppConfigFake:
         times: int = 1,
         code: str | None = None,
         message: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        """The next ``times`` requests for ``operation`` fail with ``status``."""
+        """The next ``times`` requests for ``operation`` fail with ``status`` (with a
+        ``Retry-After`` header of ``retry_after`` seconds if given)."""
         default_code = {
             429: "ThrottlingException",
             500: "InternalServerException",
@@ -770,7 +785,26 @@ class AppConfigFake:
         default_message = {429: "Rate exceeded"}.get(status, "Internal failure. Please retry.")
         with self._lock:
             self._faults.setdefault(operation, []).append(
-                Fault(status, code or default_code, message or default_message, times)
+                Fault(
+                    status,
+                    code or default_code,
+                    message or default_message,
+                    times,
+                    retry_after=retry_after,
+                )
+            )
+
+    def lose_answer(
+        self, operation: str, *, how: str = "reset", seconds: float = 0.0, times: int = 1
+    ) -> None:
+        """The next ``times`` requests for ``operation`` are carried out, then their answer is
+        lost: ``how="reset"`` resets the connection instead of answering; ``how="timeout"`` holds
+        the answer ``seconds`` (longer than the client's read timeout) and then closes the
+        connection without it."""
+        assert how in ("reset", "timeout"), how
+        with self._lock:
+            self._faults.setdefault(operation, []).append(
+                Fault(0, "", "", times, delay=seconds, lose=how)
             )
 
     def slow(self, operation: str, *, seconds: float, times: int = 1) -> None:
@@ -789,6 +823,7 @@ class AppConfigFake:
         with self._lock:
             self.calls.clear()
             self.log.clear()
+            self.lost.clear()
 
     def set_alarm(self, arn: str, state: str) -> None:
         """A CloudWatch alarm changes state (``ALARM`` or ``OK``) at the fake's now."""
@@ -877,6 +912,8 @@ class AppConfigFake:
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
     ) -> tuple[str, Response]:
+        """Serve one request. A ``Response`` with ``lose`` set must not be sent (the request was
+        carried out; its answer is lost)."""
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         op, params = "Unknown", {}
@@ -891,9 +928,9 @@ class AppConfigFake:
             self._authenticate(method, parts.path, parts.query, headers, body)
             if op == "Unknown":
                 raise AwsError(404, "UnknownOperationException", f"No operation at {method} {path}")
-            delay = self._take_fault(op)
-            if delay:
-                time.sleep(delay)
+            fault = self._take_fault(op)
+            if fault is not None and fault.delay and not fault.lose:
+                time.sleep(fault.delay)
             if op in self.denied:
                 raise AwsError(
                     403,
@@ -907,30 +944,37 @@ class AppConfigFake:
             with self._lock:
                 self._advance_all(self.clock.now())
                 response = getattr(self, f"_op_{op}")(request)
+            if fault is not None and fault.lose:
+                response.lose, response.lose_after = fault.lose, fault.delay
         except AwsError as exc:
-            response = Response(
-                exc.status,
-                {"Message": exc.message, **exc.extra},
-                {
-                    "x-amzn-errortype": f"{exc.code}:http://internal.amazon.com/coral/com.amazonaws.appconfig/"
-                },
-            )
+            headers_out = {
+                "x-amzn-errortype": f"{exc.code}:http://internal.amazon.com/coral/com.amazonaws.appconfig/"
+            }
+            if exc.retry_after is not None:
+                headers_out["Retry-After"] = f"{exc.retry_after:g}"
+            response = Response(exc.status, {"Message": exc.message, **exc.extra}, headers_out)
         with self._lock:
             self.log.append((op, response.status))
+            if response.lose:
+                self.lost.append(op)
         return op, response
 
-    def _take_fault(self, op: str) -> float:
+    def _take_fault(self, op: str) -> Fault | None:
+        """The next fault for ``op``: raised if it is an error, returned if it is a delay or a
+        lost answer."""
         with self._lock:
             queue = self._faults.get(op) or []
             if not queue:
-                return 0.0
+                return None
             fault = queue[0]
             fault.times -= 1
             if fault.times <= 0:
                 queue.pop(0)
-        if fault.delay:
-            return fault.delay
-        raise AwsError(fault.status, fault.code, fault.message)
+        if fault.delay or fault.lose:
+            return fault
+        error = AwsError(fault.status, fault.code, fault.message)
+        error.retry_after = fault.retry_after
+        raise error
 
     def _authenticate(
         self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
@@ -985,8 +1029,20 @@ class AppConfigFake:
                 403, "InvalidSignatureException", "Signature expired: the request is too old."
             )
         signed = match["signed"].split(";")
+        # AWS's SDKs always sign both; AWS refuses a signature that leaves either out (it would
+        # let a captured Authorization header be replayed to another host or at another time).
         if "host" not in signed:
-            raise AwsError(403, "InvalidSignatureException", "The host header must be signed.")
+            raise AwsError(
+                403,
+                "IncompleteSignatureException",
+                "'Host' must be a 'SignedHeader' in the AWS Authorization.",
+            )
+        if "x-amz-date" not in signed:
+            raise AwsError(
+                403,
+                "IncompleteSignatureException",
+                "'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization.",
+            )
         expected = expected_signature(
             secret=secret,
             method=method,
@@ -1445,6 +1501,13 @@ class AppConfigFake:
         env = self.environments[(app, env_id)]
         now = self.clock.now()
         revert = r.headers.get("allow-revert", "").lower() == "true"
+        # "This API action works only on deployments that have a status of DEPLOYING, unless an
+        # AllowRevert parameter is supplied" (AWS's API reference for StopDeployment).
+        if d.state in ("BAKING", "VALIDATING") and not revert:
+            raise bad_request(
+                f"Deployment {d.number} is {d.state}: only a DEPLOYING deployment can be stopped "
+                "without AllowRevert."
+            )
         if d.state in ("DEPLOYING", "BAKING", "VALIDATING"):
             d.events.append(Event("ROLLBACK_STARTED", "USER", "Rollback initiated by user", now))
             self._finish_rollback(d, now, env)
@@ -1485,6 +1548,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         _, response = self.service.handle(self.command, self.path, headers, body)
+        if response.lose:
+            self._lose(response)
+            return
         if response.raw is not None:
             payload = response.raw
         elif response.body is not None:
@@ -1502,6 +1568,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (a read timeout): fine
+
+    def _lose(self, response: Response) -> None:
+        """Answer nothing: reset the connection at once, or hold it past the client's read
+        timeout and then close it."""
+        self.close_connection = True
+        if response.lose == "timeout":
+            time.sleep(response.lose_after)
+        else:  # SO_LINGER 0: closing sends a TCP reset rather than a clean end of stream
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+        with contextlib.suppress(OSError):
+            self.connection.close()
 
     do_GET = do_POST = do_DELETE = do_PUT = _serve
 

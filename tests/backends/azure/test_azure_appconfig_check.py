@@ -3,8 +3,13 @@ each failure clearly, and never raises."""
 
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from flagdash.backends import azure_appconfig
 from flagdash.backends.base import backend_for
 from flagdash.backends.models import BackendConnection, BackendKind
 from tests.backends.azure.conftest import CONNECTION_ENV, LABEL, azure_options
@@ -116,6 +121,51 @@ def test_check_without_any_credentials_says_what_is_missing(monkeypatch, no_azur
     assert result.message.startswith("No Azure credentials while listing the feature flags")
     assert f"${CONNECTION_ENV} is not set and DefaultAzureCredential found none" in result.message
     assert "Credentials: DefaultAzureCredential" in result.details
+
+
+DEVELOPER_CREDENTIALS = {
+    "AzureCliCredential",
+    "AzurePowerShellCredential",
+    "AzureDeveloperCliCredential",
+    "InteractiveBrowserCredential",
+    "VisualStudioCodeCredential",
+    "SharedTokenCacheCredential",
+    "BrokerCredential",
+}
+
+
+def test_one_credential_per_process_without_developer_tools(monkeypatch):
+    monkeypatch.setattr(azure_appconfig, "_credential", None)
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: azure_appconfig._default_credential(), range(32)))
+    assert all(c is found[0] for c in found)  # one, even when threads ask at once
+    kinds = {type(c).__name__ for c in found[0].credentials}
+    assert kinds.isdisjoint(DEVELOPER_CREDENTIALS), kinds
+    assert {"EnvironmentCredential", "ManagedIdentityCredential"} <= kinds
+
+
+def test_check_never_waits_on_the_azure_cli_or_powershell(monkeypatch, no_azure_identity, tmp_path):
+    """ "Test connection" runs in a web request: with no server identity it must fail at once,
+    not start `az`, `pwsh` or `azd` (each may take up to 10 seconds)."""
+    ran = tmp_path / "ran"
+    for tool in ("az", "pwsh", "azd", "powershell"):
+        script = tmp_path / tool
+        script.write_text(f"#!/bin/sh\necho {tool} >> {ran}\nsleep 5\nexit 1\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.delenv(CONNECTION_ENV, raising=False)
+    monkeypatch.setattr(azure_appconfig, "_credential", None)
+    started = time.monotonic()
+    result = check(
+        {
+            "endpoint": f"https://127.0.0.1:{free_port()}",
+            "label": LABEL,
+            "connection_string_env": CONNECTION_ENV,
+        }
+    )
+    assert not result.ok and result.message.startswith("No Azure credentials")
+    assert not ran.exists(), ran.read_text()
+    assert time.monotonic() - started < 5
 
 
 def test_check_refuses_defaultazurecredential_over_plain_http(monkeypatch, azure):

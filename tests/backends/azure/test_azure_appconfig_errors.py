@@ -238,8 +238,15 @@ def test_a_429_asking_to_wait_long_is_left_to_the_engine_which_retries_later(
     assert azure.count("GET", "/kv", status=429) == 1  # the worker did not sleep 30 s
     retry = d.events.get(type=EventType.RETRY)
     assert "is throttling requests (429)" in retry.message
-    assert "asked to wait 30 s" in retry.message
+    assert "asked to wait 30 s" in retry.message and "retrying in 30 s" in retry.message
+    # the engine's next attempt comes after the 30 s Azure asked for, not after its own 1 s
+    assert 29 <= (d.next_step_at - clock.now).total_seconds() <= 30
+    calls = azure.count()
     clock.tick(2)
+    run_due(clock)
+    assert reload(d).state == "deploying"
+    assert azure.count() == calls  # nothing asked of Azure before the wait is over
+    clock.tick(28)
     run_due(clock)
     assert reload(d).state == "complete"
 
