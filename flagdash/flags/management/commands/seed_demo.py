@@ -46,7 +46,7 @@ class Command(BaseCommand):
                 else result.password
             )
             self.stdout.write(
-                f"  login: {username:<7} ({role.label.lower():<6})  password: {shown}"
+                f"  login: {username:<7} {'(' + role.label.lower() + ')':<9} password: {shown}"
             )
         self.stdout.write(f"  (password from {result.source})")
         where = f"{DEMO_APPLICATION}/{DEMO_ENVIRONMENT}"
