@@ -21,6 +21,17 @@ def log_in(page: Page, live_server, username: str, password: str) -> None:
     expect(page.get_by_role("heading", name="Flags")).to_be_visible()
 
 
+# Text nodes saying "· rev n" that are not inside a table cell.
+STRAY_META_TEXT = """() => {
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  let stray = 0;
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.textContent.includes("· rev") && !node.parentElement.closest("td")) stray++;
+  }
+  return stray;
+}"""
+
+
 @pytest.fixture
 def catalogue(app, envs):
     make_flag(app, "allow-bitcoin-at-checkout", name="Allow Bitcoin at checkout", short_term=True)
@@ -154,6 +165,12 @@ def test_toggling_then_saving_values_on_the_flag_page_is_not_a_conflict(
     expect(page.get_by_text("since you opened it")).to_have_count(0)
     setting = FlagSetting.objects.get(flag=flag, environment__key="beta")
     assert setting.attribute_values == {"limit": 7} and setting.enabled
+    # The environments table follows the save, and no stray "… · rev n" text is left behind
+    # (an out-of-band table cell must reach the table, not be dropped by the HTML parser).
+    expect(page.locator(f"#setting-meta-{setting.environment_id}")).to_contain_text(
+        f"by editor · rev {setting.revision}"
+    )
+    assert page.evaluate(STRAY_META_TEXT) == 0
 
     page.get_by_role("switch", name="express-checkout in Beta").click()  # and back: no 409
     expect(page.get_by_role("switch", name="express-checkout in Beta")).to_have_attribute(
