@@ -36,6 +36,8 @@ def _page(
         "form": form,
         "keys": list(selectors.api_keys()),
         "can_admin": permissions.can_admin(request.user),
+        # OFREP providers are configured with the server's base URL and add /ofrep/v1/… themselves.
+        "ofrep_base_url": request.build_absolute_uri("/").rstrip("/"),
         "ofrep_url": request.build_absolute_uri(reverse("ofrep_evaluate_flags")),
         **extra,
     }

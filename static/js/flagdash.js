@@ -41,11 +41,40 @@
     });
   }
 
+  // "Copy" buttons (hidden without JavaScript): data-copy names the input or element to copy.
+  function copyText(button) {
+    var source = document.querySelector(button.getAttribute("data-copy"));
+    if (!source) return;
+    var text = "value" in source ? source.value : source.textContent;
+    var done = function () {
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = "Copy"; }, 2000);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () {
+        toast("Could not copy: select the text and copy it by hand.", "error");
+      });
+    } else if (typeof source.select === "function") {
+      source.select();  // plain-HTTP origins have no clipboard API: select it for Ctrl-C
+      toast("Selected: press Ctrl-C (⌘-C) to copy.", "info");
+    } else {
+      toast("Select the text and copy it by hand.", "info");
+    }
+  }
+
+  function revealJsOnly(root) {
+    (root || document).querySelectorAll(".js-only[hidden]").forEach(function (el) {
+      el.hidden = false;
+    });
+  }
+
   document.addEventListener("click", function (event) {
     var target = event.target;
     if (!(target instanceof Element)) return;
     var dismiss = target.closest("[data-dismiss]");
     if (dismiss) { dismiss.closest(".toast").remove(); return; }
+    var copy = target.closest("[data-copy]");
+    if (copy) { copyText(copy); return; }
     var close = target.closest("[data-close]");
     if (close) {
       var dialog = close.closest("dialog");
@@ -75,10 +104,11 @@
     out.textContent = String(Math.round(total * 1e6) / 1e6);
   });
 
-  document.addEventListener("DOMContentLoaded", function () { autoDismiss(); openDialogs(); });
+  document.addEventListener("DOMContentLoaded", function () { autoDismiss(); openDialogs(); revealJsOnly(); });
   document.addEventListener("htmx:afterSettle", function (event) {
     autoDismiss();
     openDialogs();
+    revealJsOnly();
   });
   // A server error or a lost connection: say so; the page still shows what the server has.
   document.addEventListener("htmx:responseError", function (event) {

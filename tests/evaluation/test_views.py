@@ -63,6 +63,17 @@ def test_admin_creates_a_key_shown_once_and_audited_without_it(admin_client, bet
     assert event.environment_id == beta.pk
 
 
+def test_the_page_gives_the_base_url_providers_take_and_a_copy_button_for_a_new_key(
+    admin_client, beta
+):
+    html = admin_client.get(KEYS).content.decode()
+    # OpenFeature's OFREP providers take the server's base URL and add /ofrep/v1/… themselves.
+    assert '<code class="mono" id="ofrep-base-url">http://testserver</code>' in html
+    assert "POST http://testserver/ofrep/v1/evaluate/flags</code>" in html
+    created = admin_client.post(KEYS, {"environment": beta.pk, "name": "checkout-web"})
+    assert 'data-copy="#new-key"' in created.content.decode()
+
+
 def test_duplicate_name_is_an_error_at_the_field(admin_client, beta):
     services.api_key_create(actor=None, environment=beta, name="web")
     response = admin_client.post(KEYS, {"environment": beta.pk, "name": "web"})

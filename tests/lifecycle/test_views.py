@@ -239,6 +239,16 @@ def test_an_editor_is_told_a_protected_environment_needs_an_admin(editor_client,
     assert Flag.objects.get(key="late").archived_at is None
 
 
+def test_the_archive_confirmation_focuses_cancel_not_the_destructive_button(
+    admin_client, deployed, htmx
+):
+    page = admin_client.get(archive_url(), {"flag": "late"}, headers=htmx).content.decode()
+    form = page[page.index("<form") :]
+    archive_button = form[form.index('<button type="submit"') :].split(">", 1)[0]
+    assert "autofocus" not in archive_button
+    assert "data-close autofocus>Cancel</button>" in form
+
+
 def test_selecting_nothing_or_an_archived_flag_is_explained(admin_client, deployed):
     response = admin_client.post(archive_url(), {"confirm": "yes"})
     assert response.status_code == 422 and "Select at least one flag." in response.content.decode()
