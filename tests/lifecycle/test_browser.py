@@ -100,3 +100,29 @@ def test_an_editor_changes_a_remove_by_date_and_a_lifetime_inline(
     expect(page.get_by_text("old-checkout is now permanent")).to_be_visible()
     expect(rows).to_have_count(0)
     assert Flag.objects.get(key="old-checkout").short_term is False
+
+
+def test_a_status_chip_then_an_owner_filter_keeps_the_status(
+    page: Page, live_server, overdue_flags, admin_user, password
+):
+    make_flag(
+        overdue_flags,
+        "admins-overdue",
+        short_term=True,
+        owner="admin",
+        remove_by=timezone.localdate() - dt.timedelta(days=9),
+    )
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill("editor")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/apps/checkout/short-term/")
+    rows = page.locator("table.short-term tbody tr")
+    expect(rows).to_have_count(4)
+
+    page.locator(".status-counts a", has_text="overdue").click()
+    expect(rows).to_have_count(3)
+    expect(page.get_by_label("Status", exact=True)).to_have_value("overdue")
+    page.locator("#st-owner").select_option("editor")
+    expect(page).to_have_url(re.compile(r"status=overdue"))
+    expect(rows).to_have_count(2)  # editor's overdue flags, not all of editor's

@@ -85,13 +85,24 @@ def test_filters_and_sorting_work_without_javascript(viewer_client, catalogue, q
 def test_htmx_gets_the_results_fragment_with_counts_of_the_other_filters(
     viewer_client, catalogue, htmx
 ):
-    response = viewer_client.get(url(status="overdue", owner="editor"), headers=htmx)
+    filters = {**htmx, "HX-Trigger": "st-filters"}  # the filter form asked
+    response = viewer_client.get(url(status="overdue", owner="editor"), headers=filters)
     html = response.content.decode()
     assert "<html" not in html and html.lstrip().startswith('<div id="results">')
     assert keys_in(html) == ["late"]
     assert '<span class="count">1</span> overdue' in html  # editor's: late only
     assert '<span class="count">1</span> active' in html  # fresh
     assert response["Vary"].count("HX-Request") == 1
+
+
+def test_a_status_chip_also_sets_the_status_filter(viewer_client, catalogue, htmx):
+    # A chip swaps only the results: the Status select comes along out of band, so the next
+    # change of another filter keeps the status instead of silently dropping it.
+    html = viewer_client.get(url(status="overdue"), headers=htmx).content.decode()
+    select = html[: html.index('<div id="results">')]
+    assert '<select id="st-status" name="status" data-autosubmit hx-swap-oob="true">' in select
+    assert '<option value="overdue" selected>' in select
+    assert set(keys_in(html)) == {"late", "later"}
 
 
 def test_an_outsider_cannot_see_the_page(outsider_client, catalogue):
