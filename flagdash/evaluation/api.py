@@ -8,8 +8,10 @@
 - Anything else under ``/ofrep/``: a JSON 404 (a flag key with a slash: ``FLAG_NOT_FOUND``).
 
 Token auth (``Authorization: Bearer <key>`` or ``X-API-Key``), so no session, no CSRF and no
-login redirect. Every answer is JSON in the OFREP error shape, never an HTML page or a 500.
-Nothing here touches the database once the snapshot is loaded.
+login redirect. Every answer is JSON in the OFREP error shape, never an HTML page: bad input
+is a 400 (413 over 64 KiB), and a bug is logged with its traceback and answered
+``500 {"errorCode": "GENERAL", "errorDetails": ...}`` without any detail. Nothing here touches
+the database once the snapshot is loaded.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
+from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -35,6 +39,7 @@ from flagdash.evaluation.snapshot import KeyEntry, ServedEnvironment, Snapshot, 
 MAX_BODY_BYTES = 64 * 1024
 MAX_TARGETING_KEY = 1024
 View = Callable[..., HttpResponse]
+logger = logging.getLogger(__name__)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -88,8 +93,21 @@ def _unauthorized(key: str | None) -> HttpResponse:
     return response
 
 
+def _internal_error(request: HttpRequest, key: str | None) -> HttpResponse:
+    """The answer to a bug: logged with its traceback, and nothing of it in the body."""
+    logger.exception("OFREP error on %s %s", request.method, request.path)
+    got_request_exception.send(sender=None, request=request)
+    request_id = getattr(request, "request_id", "")
+    return _failure(
+        key,
+        "GENERAL",
+        f"Something went wrong on our side (request id {request_id}).",
+        500,
+    )
+
+
 def _api(methods: tuple[str, ...]) -> Callable[[View], View]:
-    """Token-authenticated JSON endpoint: no login redirect, no CSRF, JSON 405."""
+    """Token-authenticated JSON endpoint: no login redirect, no CSRF, JSON 405, JSON 500."""
 
     def decorate(view: View) -> View:
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -99,7 +117,10 @@ def _api(methods: tuple[str, ...]) -> Callable[[View], View]:
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
-            return view(request, *args, **kwargs)
+            try:
+                return view(request, *args, **kwargs)
+            except Exception:  # the one guard: a bug answers OFREP's 500, not Django's HTML
+                return _internal_error(request, kwargs.get("key"))
 
         wrapped.__name__ = view.__name__
         wrapped.__doc__ = view.__doc__

@@ -7,6 +7,7 @@ import json
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from flagdash.backends.local import SERVED_TOKEN_CACHE_KEY, sticky_bucket
@@ -440,3 +441,100 @@ def test_no_sql_for_refusals_either(api, beta_key, django_assert_num_queries, se
             "/ofrep/v1/flagd/flags.json", headers={"Authorization": f"Bearer {beta_key}"}
         )
         assert response.status_code == 200
+
+
+# --- hardening: bugs answer OFREP's 500, bad input never reaches it ---------------------------
+
+EXPORT = "/ofrep/v1/flagd/flags.json"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "broken"),
+    [
+        ("post", ONE + "new-checkout", "flagdash.evaluation.api.evaluate"),
+        ("post", ALL, "flagdash.evaluation.api.evaluate_all"),
+        ("get", EXPORT, "flagdash.evaluation.flagd.export"),
+        ("post", ONE + "new-checkout", "flagdash.evaluation.api.current"),
+    ],
+)
+def test_a_bug_answers_ofrep_json_500_without_details_and_is_logged(
+    beta_key, monkeypatch, caplog, method, path, broken
+):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail at /srv/flagdash/settings.py")
+
+    monkeypatch.setattr(broken, explode)
+    quiet = Client(raise_request_exception=False)
+    headers = {"Authorization": f"Bearer {beta_key}"}
+    with caplog.at_level("ERROR", logger="flagdash.evaluation.api"):
+        if method == "get":
+            response = quiet.get(path, headers=headers)
+        else:
+            response = quiet.post(path, "{}", content_type="application/json", headers=headers)
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    assert data["errorCode"] == "GENERAL"
+    assert "went wrong on our side" in data["errorDetails"]
+    assert data.get("key") == ("new-checkout" if path.startswith(ONE) else None)
+    body = response.content.decode()
+    assert "secret" not in body and "Traceback" not in body and "RuntimeError" not in body
+    logged = [r for r in caplog.records if r.name == "flagdash.evaluation.api"]
+    assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError
+    assert "Traceback" in caplog.text and "secret internal detail" in caplog.text
+
+
+@pytest.fixture
+def edgy(served, beta, beta_key):
+    """max-items serves "few" to early signups, the very old and new app versions."""
+    set_values(
+        served["integer"],
+        beta,
+        rules=[
+            {
+                "match": "any",
+                "conditions": [
+                    {"attribute": "signup", "operator": "before", "value": "2025-06-01"},
+                    {"attribute": "age", "operator": "gt", "value": 120},
+                    {"attribute": "appVersion", "operator": "semver_gte", "value": "2.0.0"},
+                ],
+                "serve": {"variant": "few"},
+            }
+        ],
+    )
+    deploy(beta)
+    return beta_key
+
+
+ONE_AND_400_ZEROS = "1" + "0" * 400  # Python reads it as an int too large for a float
+
+
+@pytest.mark.parametrize(
+    ("context", "variant"),
+    [
+        ('{"signup": ' + ONE_AND_400_ZEROS + "}", "many"),  # after every date
+        ('{"signup": -' + ONE_AND_400_ZEROS + "}", "few"),
+        ('{"signup": -1000000000000000000000000000000}', "few"),
+        ('{"signup": 1e400}', "many"),  # infinity: not a number, no match
+        ('{"signup": -1e400}', "many"),
+        ('{"signup": "9999-12-31T23:59:59-23:00"}', "many"),  # year 10000 in UTC
+        ('{"signup": "0001-01-01T00:00:00+14:00"}', "few"),  # year 0 in UTC
+        ('{"signup": "0000-01-01"}', "many"),
+        ('{"age": ' + ONE_AND_400_ZEROS + "}", "few"),
+        ('{"age": -' + ONE_AND_400_ZEROS + "}", "many"),
+        ('{"appVersion": "' + "9" * 250 + '.0.0"}', "few"),
+        ('{"appVersion": "1.' + "9" * 5000 + '.0"}', "many"),
+        ('{"appVersion": "2.0.0-' + "a." * 100 + 'a"}', "many"),
+        ('{"appVersion": ' + ONE_AND_400_ZEROS + "}", "many"),
+    ],
+    ids=lambda v: v if len(v) < 30 else f"{v[:20]}…",
+)
+def test_huge_numbers_and_impossible_dates_in_a_context_are_evaluated(edgy, api, context, variant):
+    body = '{"context": ' + context + "}"
+    single = post(api, ONE + "max-items", body, edgy)
+    assert single.status_code == 200, single.content
+    assert single.json()["variant"] == variant
+    assert single.json()["reason"] == ("TARGETING_MATCH" if variant == "few" else "DEFAULT")
+    bulk = post(api, ALL, body, edgy)
+    assert bulk.status_code == 200
+    assert {f["key"]: f.get("variant") for f in bulk.json()["flags"]}["max-items"] == variant
