@@ -1,8 +1,8 @@
 """OFREP endpoints and the flagd export, authenticated with an environment's API key.
 
 - ``POST /ofrep/v1/evaluate/flags/{key}``: one flag (200 success, 400/404 failure).
-- ``POST /ofrep/v1/evaluate/flags``: every flag, with an ETag; a matching ``If-None-Match``
-  gets 304 without a body.
+- ``POST /ofrep/v1/evaluate/flags``: every flag, with an ETag; an ``If-None-Match`` naming it
+  (weak comparison, in a list or alone; ``*`` never matches) gets 304 without a body.
 - ``GET /ofrep/v1/flagd/flags.json``: the environment's stable version as a flagd flag
   definition file.
 - Anything else under ``/ofrep/``: a JSON 404 (a flag key with a slash: ``FLAG_NOT_FOUND``).
@@ -28,6 +28,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_not_required
 from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse
+from django.utils.http import parse_etags
 from django.views.decorators.csrf import csrf_exempt
 
 from flagdash.evaluation import flagd
@@ -252,13 +253,16 @@ def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
 
 
 def _etag_matches(request: HttpRequest, etag: str) -> bool:
+    """Does ``If-None-Match`` name this ETag? Weak comparison (RFC 9110 §13.1.2, as the
+    header asks): ``W/"x"`` matches ``"x"``, and a list matches when one of its tags does.
+
+    ``*`` does not: it means "any copy you have", and a client that sends it holds no copy of
+    this answer for this context to reuse, so it gets the body (a 304 would leave it with none).
+    """
     header = request.headers.get("If-None-Match", "")
     if not header:
         return False
-    if header.strip() == "*":
-        return True
-    candidates = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return etag in candidates
+    return any(tag != "*" and tag.removeprefix("W/") == etag for tag in parse_etags(header))
 
 
 @_api(("POST",))

@@ -538,3 +538,44 @@ def test_huge_numbers_and_impossible_dates_in_a_context_are_evaluated(edgy, api,
     bulk = post(api, ALL, body, edgy)
     assert bulk.status_code == 200
     assert {f["key"]: f.get("variant") for f in bulk.json()["flags"]}["max-items"] == variant
+
+
+# --- If-None-Match ---------------------------------------------------------------------------
+
+
+def test_if_none_match_star_gets_the_body(api, beta_key):
+    context = {"context": {"targetingKey": "u1", "country": "US"}}
+    response = post(api, ALL, context, beta_key, **{"If-None-Match": "*"})
+    assert response.status_code == 200
+    assert response.json()["flags"]
+    assert response["ETag"]
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ("{etag}", 304),
+        ("W/{etag}", 304),
+        ('"other", {etag}', 304),
+        ('W/"other",W/{etag}', 304),
+        ('"a", "b"', 200),
+        ('"other"', 200),
+        ("{bare}", 200),  # not an entity-tag: no quotes
+        ("*, {etag}", 304),  # "*" in a list is no tag, but the list names this one
+        ('"{bare}x"', 200),
+        ("", 200),
+    ],
+)
+def test_if_none_match_compares_weakly_with_each_tag_of_a_list(api, beta_key, header, status):
+    context = {"context": {"targetingKey": "u1", "country": "US"}}
+    etag = post(api, ALL, context, beta_key)["ETag"]
+    again = post(api, ALL, context, beta_key)
+    assert again["ETag"] == etag  # stable for the same answer
+    value = header.format(etag=etag, bare=etag.strip('"'))
+    response = post(api, ALL, context, beta_key, **{"If-None-Match": value})
+    assert response.status_code == status
+    assert response["ETag"] == etag
+    if status == 304:
+        assert response.content == b""
+    else:
+        assert response.content == again.content
