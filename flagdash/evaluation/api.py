@@ -9,9 +9,9 @@
 
 Token auth (``Authorization: Bearer <key>`` or ``X-API-Key``), so no session, no CSRF and no
 login redirect. Every answer is JSON in the OFREP error shape, never an HTML page: bad input
-is a 400 (413 over 64 KiB), and a bug is logged with its traceback and answered
-``500 {"errorCode": "GENERAL", "errorDetails": ...}`` without any detail. Nothing here touches
-the database once the snapshot is loaded.
+is a 400 (413 over 64 KiB, 415 for a body that is not declared JSON), and a bug is logged with
+its traceback and answered ``500 {"errorCode": "GENERAL", "errorDetails": ...}`` without any
+detail. Nothing here touches the database once the snapshot is loaded.
 """
 
 from __future__ import annotations
@@ -163,22 +163,61 @@ def _lone_surrogate(value: Any) -> str | None:
     return None
 
 
-def _read_context(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
-    """The evaluation context of the body, and its targeting key (raises BadRequest)."""
-    declared = request.META.get("CONTENT_LENGTH") or "0"
+def _is_chunked(request: HttpRequest) -> bool:
+    encodings = request.META.get("HTTP_TRANSFER_ENCODING", "")
+    return "chunked" in [e.strip().lower() for e in encodings.split(",")]
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    """At most MAX_BODY_BYTES + 1 bytes of the body, with or without a Content-Length.
+
+    Django's WSGI request reads nothing when there is no Content-Length, so a chunked body
+    (``Transfer-Encoding: chunked``, which gunicorn decodes) is read from ``wsgi.input``
+    itself, never more than one byte over the limit.
+    """
+    declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadRequest(
             "INVALID_CONTEXT",
             f"The request body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}.",
             413,
         )
-    raw = request.read(MAX_BODY_BYTES + 1)
+    stream = request.META.get("wsgi.input")
+    if declared or not _is_chunked(request) or stream is None:
+        return request.read(MAX_BODY_BYTES + 1)
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        chunk = stream.read(MAX_BODY_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def _read_context(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
+    """The evaluation context of the body, and its targeting key (raises BadRequest)."""
+    raw = _read_body(request)
     if len(raw) > MAX_BODY_BYTES:
         raise BadRequest(
             "INVALID_CONTEXT", f"The request body is over the limit of {MAX_BODY_BYTES} bytes.", 413
         )
     if not raw.strip():
         return {}, None
+    content_type = (request.content_type or "").strip().lower()
+    if content_type and not _is_json_type(content_type):
+        raise BadRequest(
+            "PARSE_ERROR",
+            f"Send the body as JSON with “Content-Type: application/json” (got “{content_type}”).",
+            415,
+        )
     try:
         # Strictly UTF-8, as JSON between systems is (json.loads would let encoded surrogates
         # through, and guess UTF-16).

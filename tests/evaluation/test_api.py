@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -579,3 +580,119 @@ def test_if_none_match_compares_weakly_with_each_tag_of_a_list(api, beta_key, he
         assert response.content == b""
     else:
         assert response.content == again.content
+
+
+# --- request bodies: size with or without Content-Length, content type -----------------------
+
+
+def chunked(api, path, body: bytes, key: str, content_type: str = "application/json"):
+    """A body sent with Transfer-Encoding: chunked, as gunicorn hands it over: no
+    Content-Length, and wsgi.input gives the decoded bytes."""
+    return api.generic(
+        "POST",
+        path,
+        headers={"Authorization": f"Bearer {key}", "Transfer-Encoding": "chunked"},
+        **{"CONTENT_TYPE": content_type, "wsgi.input": io.BytesIO(body)},
+    )
+
+
+def test_a_chunked_body_is_read(api, beta_key):
+    body = json.dumps({"context": {"email": "ann@example.com"}}).encode()
+    response = chunked(api, ONE + "new-checkout", body, beta_key)
+    assert response.status_code == 200
+    assert (response.json()["reason"], response.json()["variant"]) == ("TARGETING_MATCH", "off")
+    bulk = chunked(api, ALL, body, beta_key)
+    assert {f["key"]: f for f in bulk.json()["flags"]}["new-checkout"]["variant"] == "off"
+
+
+def test_a_chunked_body_over_64_kib_is_413_and_read_no_further(api, beta_key):
+    class Endless(io.RawIOBase):
+        served = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(len(buffer), 4096)
+            buffer[:n] = b" " * n
+            self.served += n
+            return n
+
+    stream = Endless()
+    response = api.generic(
+        "POST",
+        ONE + "new-checkout",
+        headers={"Authorization": f"Bearer {beta_key}", "Transfer-Encoding": "chunked"},
+        **{"CONTENT_TYPE": "application/json", "wsgi.input": stream},
+    )
+    assert response.status_code == 413
+    assert response.json()["errorCode"] == "INVALID_CONTEXT"
+    assert stream.served <= 64 * 1024 + 4096
+    body = b'{"context": {"a": "' + b"x" * 70_000 + b'"}}'
+    assert chunked(api, ALL, body, beta_key).status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+        ("application/vnd.ofrep+json", 200),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+    ],
+)
+def test_a_body_must_be_declared_json(api, beta_key, content_type, status):
+    body = json.dumps({"context": {"email": "ann@example.com"}})
+    for path in (ONE + "new-checkout", ALL):
+        response = api.post(
+            path, body, content_type=content_type, headers={"Authorization": f"Bearer {beta_key}"}
+        )
+        assert response.status_code == status, (path, response.content)
+        if status == 415:
+            assert response.json()["errorCode"] == "PARSE_ERROR"
+            assert "Content-Type: application/json" in response.json()["errorDetails"]
+
+
+def test_a_body_without_content_type_is_read_as_json(api, beta_key):
+    body = json.dumps({"context": {"email": "ann@example.com"}}).encode()
+    response = api.generic(
+        "POST",
+        ONE + "new-checkout",
+        body,
+        content_type="",
+        headers={"Authorization": f"Bearer {beta_key}"},
+    )
+    assert response.status_code == 200
+    assert response.json()["variant"] == "off"
+
+
+@pytest.mark.parametrize(
+    "targeting_key",
+    ["true", "false", "0", "1.5", "[]", '["u1"]', '{"id": "u1"}'],
+)
+def test_a_targeting_key_that_is_not_text_is_invalid_context(api, beta_key, targeting_key):
+    body = '{"context": {"targetingKey": ' + targeting_key + ', "country": "US"}}'
+    for path in (ONE + "button-color", ALL):
+        response = post(api, path, body, beta_key)
+        assert response.status_code == 400
+        assert response.json()["errorCode"] == "INVALID_CONTEXT"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"context": []}',
+        '{"context": 1}',
+        '{"context": true}',
+        '{"context": "US"}',
+        '{"context": [{"targetingKey": "u1"}]}',
+    ],
+)
+def test_a_context_that_is_not_an_object_is_invalid_context(api, beta_key, body):
+    for path in (ONE + "new-checkout", ALL):
+        response = post(api, path, body, beta_key)
+        assert response.status_code == 400
+        assert response.json()["errorCode"] == "INVALID_CONTEXT"
