@@ -696,3 +696,26 @@ def test_a_context_that_is_not_an_object_is_invalid_context(api, beta_key, body)
         response = post(api, path, body, beta_key)
         assert response.status_code == 400
         assert response.json()["errorCode"] == "INVALID_CONTEXT"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code", "key"),
+    [
+        (ONE + "a%0Ab", 404, "FLAG_NOT_FOUND", "a\nb"),
+        (ONE + "new-checkout%0A", 404, "FLAG_NOT_FOUND", "new-checkout\n"),
+        (ONE + "%0D%0A", 404, "FLAG_NOT_FOUND", "\r\n"),
+        (ONE + "a%2Fb", 404, "FLAG_NOT_FOUND", "a/b"),
+        (ONE + "a%09b", 404, "FLAG_NOT_FOUND", "a\tb"),
+        (ONE + "%ED%A0%80", 404, "FLAG_NOT_FOUND", "%ED%A0%80"),  # not UTF-8: kept escaped
+        ("/ofrep/v1/x%0Ay", 404, "GENERAL", None),
+        ("/ofrep/%0A", 404, "GENERAL", None),
+    ],
+)
+def test_a_flag_key_or_address_with_a_line_break_still_answers_json(
+    api, beta_key, path, status, code, key
+):
+    response = post(api, path, {}, beta_key)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["errorCode"] == code
+    assert response.json().get("key") == key
