@@ -1,15 +1,17 @@
 """OFREP endpoints and the flagd export, authenticated with an environment's API key.
 
 - ``POST /ofrep/v1/evaluate/flags/{key}``: one flag (200 success, 400/404 failure).
-- ``POST /ofrep/v1/evaluate/flags``: every flag, with an ETag; a matching ``If-None-Match``
-  gets 304 without a body.
+- ``POST /ofrep/v1/evaluate/flags``: every flag, with an ETag; an ``If-None-Match`` naming it
+  (weak comparison, in a list or alone; ``*`` never matches) gets 304 without a body.
 - ``GET /ofrep/v1/flagd/flags.json``: the environment's stable version as a flagd flag
   definition file.
 - Anything else under ``/ofrep/``: a JSON 404 (a flag key with a slash: ``FLAG_NOT_FOUND``).
 
 Token auth (``Authorization: Bearer <key>`` or ``X-API-Key``), so no session, no CSRF and no
-login redirect. Every answer is JSON in the OFREP error shape, never an HTML page or a 500.
-Nothing here touches the database once the snapshot is loaded.
+login redirect. Every answer is JSON in the OFREP error shape, never an HTML page: bad input
+is a 400 (413 over 64 KiB, 415 for a body that is not declared JSON), and a bug is logged with
+its traceback and answered ``500 {"errorCode": "GENERAL", "errorDetails": ...}`` without any
+detail. Nothing here touches the database once the snapshot is loaded.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
+from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse
+from django.utils.http import parse_etags
 from django.views.decorators.csrf import csrf_exempt
 
 from flagdash.evaluation import flagd
@@ -35,6 +40,7 @@ from flagdash.evaluation.snapshot import KeyEntry, ServedEnvironment, Snapshot, 
 MAX_BODY_BYTES = 64 * 1024
 MAX_TARGETING_KEY = 1024
 View = Callable[..., HttpResponse]
+logger = logging.getLogger(__name__)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -88,8 +94,21 @@ def _unauthorized(key: str | None) -> HttpResponse:
     return response
 
 
+def _internal_error(request: HttpRequest, key: str | None) -> HttpResponse:
+    """The answer to a bug: logged with its traceback, and nothing of it in the body."""
+    logger.exception("OFREP error on %s %s", request.method, request.path)
+    got_request_exception.send(sender=None, request=request)
+    request_id = getattr(request, "request_id", "")
+    return _failure(
+        key,
+        "GENERAL",
+        f"Something went wrong on our side (request id {request_id}).",
+        500,
+    )
+
+
 def _api(methods: tuple[str, ...]) -> Callable[[View], View]:
-    """Token-authenticated JSON endpoint: no login redirect, no CSRF, JSON 405."""
+    """Token-authenticated JSON endpoint: no login redirect, no CSRF, JSON 405, JSON 500."""
 
     def decorate(view: View) -> View:
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -99,7 +118,10 @@ def _api(methods: tuple[str, ...]) -> Callable[[View], View]:
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
-            return view(request, *args, **kwargs)
+            try:
+                return view(request, *args, **kwargs)
+            except Exception:  # the one guard: a bug answers OFREP's 500, not Django's HTML
+                return _internal_error(request, kwargs.get("key"))
 
         wrapped.__name__ = view.__name__
         wrapped.__doc__ = view.__doc__
@@ -141,22 +163,61 @@ def _lone_surrogate(value: Any) -> str | None:
     return None
 
 
-def _read_context(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
-    """The evaluation context of the body, and its targeting key (raises BadRequest)."""
-    declared = request.META.get("CONTENT_LENGTH") or "0"
+def _is_chunked(request: HttpRequest) -> bool:
+    encodings = request.META.get("HTTP_TRANSFER_ENCODING", "")
+    return "chunked" in [e.strip().lower() for e in encodings.split(",")]
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    """At most MAX_BODY_BYTES + 1 bytes of the body, with or without a Content-Length.
+
+    Django's WSGI request reads nothing when there is no Content-Length, so a chunked body
+    (``Transfer-Encoding: chunked``, which gunicorn decodes) is read from ``wsgi.input``
+    itself, never more than one byte over the limit.
+    """
+    declared = request.META.get("CONTENT_LENGTH") or ""
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadRequest(
             "INVALID_CONTEXT",
             f"The request body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}.",
             413,
         )
-    raw = request.read(MAX_BODY_BYTES + 1)
+    stream = request.META.get("wsgi.input")
+    if declared or not _is_chunked(request) or stream is None:
+        return request.read(MAX_BODY_BYTES + 1)
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        chunk = stream.read(MAX_BODY_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def _read_context(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
+    """The evaluation context of the body, and its targeting key (raises BadRequest)."""
+    raw = _read_body(request)
     if len(raw) > MAX_BODY_BYTES:
         raise BadRequest(
             "INVALID_CONTEXT", f"The request body is over the limit of {MAX_BODY_BYTES} bytes.", 413
         )
     if not raw.strip():
         return {}, None
+    content_type = (request.content_type or "").strip().lower()
+    if content_type and not _is_json_type(content_type):
+        raise BadRequest(
+            "PARSE_ERROR",
+            f"Send the body as JSON with “Content-Type: application/json” (got “{content_type}”).",
+            415,
+        )
     try:
         # Strictly UTF-8, as JSON between systems is (json.loads would let encoded surrogates
         # through, and guess UTF-16).
@@ -231,13 +292,16 @@ def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
 
 
 def _etag_matches(request: HttpRequest, etag: str) -> bool:
+    """Does ``If-None-Match`` name this ETag? Weak comparison (RFC 9110 §13.1.2, as the
+    header asks): ``W/"x"`` matches ``"x"``, and a list matches when one of its tags does.
+
+    ``*`` does not: it means "any copy you have", and a client that sends it holds no copy of
+    this answer for this context to reuse, so it gets the body (a 304 would leave it with none).
+    """
     header = request.headers.get("If-None-Match", "")
     if not header:
         return False
-    if header.strip() == "*":
-        return True
-    candidates = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return etag in candidates
+    return any(tag != "*" and tag.removeprefix("W/") == etag for tag in parse_etags(header))
 
 
 @_api(("POST",))

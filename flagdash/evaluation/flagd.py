@@ -51,7 +51,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flagdash.evaluation.rules import parse_instant
+from flagdash.evaluation.rules import in_date_range, parse_instant
 from flagdash.evaluation.snapshot import CompiledFlag, ServedEnvironment
 from flagdash.flags.models import ValueType
 
@@ -209,16 +209,18 @@ def _date_text(var: Logic) -> tuple[Logic, Logic]:
 
 
 def _moment(attribute: str, operator: str, value: Any) -> Logic:
-    instant = parse_instant(value)
-    if instant is None:  # validated rules always have one
-        raise Unsupported(f"{value!r} is not a date")
+    instant = None if isinstance(value, bool) else parse_instant(value)
+    if instant is None or not in_date_range(instant):
+        # Validated rules always have a date of the years 1 to 9999; a version saved before
+        # dates were checked may not (flagdash's own evaluation never matches it either).
+        raise Unsupported(f"{str(value)[:40]!r} is not a date of the years 1 to 9999")
     symbol = "<" if operator == "before" else ">"
     var = _var(attribute)
     if attribute == "$now":
         return {symbol: [var, math.floor(instant)]}
     when = dt.datetime.fromtimestamp(math.floor(instant), tz=dt.UTC)
     shape, padded = _date_text(var)
-    as_number = instant if not float(instant).is_integer() else int(instant)
+    as_number = int(instant) if float(instant).is_integer() else instant
     return _any(
         _all(_is_number(var), {symbol: [var, as_number]}),
         _all(shape, {symbol: [padded, when.isoformat()[:19]]}),  # zero-padded year

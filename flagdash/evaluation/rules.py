@@ -19,12 +19,16 @@ Operators (``value`` type in brackets): ``equals``, ``not_equals`` [text, number
 ``in``, ``not_in`` [list of them]; ``starts_with``, ``ends_with``, ``contains`` [text];
 ``matches`` [regular expression]; ``lt``, ``lte``, ``gt``, ``gte`` [number];
 ``semver_eq``, ``semver_lt``, ``semver_lte``, ``semver_gt``, ``semver_gte`` [semantic version];
-``before``, ``after`` [date ``YYYY-MM-DD`` or ISO date-time]. The attribute ``targetingKey`` is
-the context's targeting key; ``$now`` is the time of the evaluation (for time-boxed rules). An
-attribute missing from the context matches no condition, negated ones included. A condition
-compares values of its type only: ``"21"`` is not a number and ``true`` is not ``1``; a list
-or an object in the context is therefore ``not_equals`` and ``not_in`` anything. Versions in
-the context may be partial or start with ``V`` (``2.4`` is ``2.4.0``), as flagd reads them.
+``before``, ``after`` [date ``YYYY-MM-DD`` or ISO date-time of the years 1 to 9999 UTC, or
+epoch seconds]. The attribute ``targetingKey`` is the context's targeting key; ``$now`` is the
+time of the evaluation (for time-boxed rules). An attribute missing from the context matches
+no condition, negated ones included. A condition compares values of its type only: ``"21"`` is
+not a number and ``true`` is not ``1``; a list or an object in the context is therefore
+``not_equals`` and ``not_in`` anything. Versions in the context may be partial or start with
+``V`` (``2.4`` is ``2.4.0``), as flagd reads them.
+A context value that cannot be compared (a date that does not exist, a number JSON reads as
+infinity, a version too long) matches nothing; evaluating never raises. Texts in rules must be
+storable: no NUL, no lone UTF-16 surrogate.
 
 A split hashes the targeting key and the flag key with ``sticky_bucket`` (salt ``"split"``):
 the same key always lands in the same variant, in every process.
@@ -51,12 +55,19 @@ MAX_CONDITIONS = 20
 MAX_LIST_VALUES = 500
 MAX_TEXT = 1024
 MAX_NAME = 100
-ATTRIBUTE = re.compile(r"^(\$now|[A-Za-z_][A-Za-z0-9_.:-]{0,127})$")
+ATTRIBUTE = re.compile(r"\$now|[A-Za-z_][A-Za-z0-9_.:-]{0,127}")  # used with fullmatch
+# ASCII digits only (semver.org; flagd's sem_ver does not read "١.٢.٣" either).
 SEMVER = re.compile(
     r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
-    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$",
+    re.ASCII,
 )
+# The moments a rule may name: what a datetime holds (years 1 to 9999, UTC), so that every
+# accepted date can be written out again (flagd export, descriptions).
+EARLIEST_INSTANT = int(dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp())
+LATEST_INSTANT = int(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp())
+_YEAR_OUT_OF_RANGE = re.compile(r"\s*[+-]?(0000|\d{5,})-\d\d-\d\d", re.ASCII)
 
 EQUALITY = ("equals", "not_equals")
 MEMBERSHIP = ("in", "not_in")
@@ -138,13 +149,16 @@ def parse_semver(text: Any, *, partial: bool = False) -> SemVer | None:
     return int(major), int(minor), int(patch), tuple(parts)
 
 
-def parse_instant(value: Any) -> float | None:
+def parse_instant(value: Any) -> int | float | None:
     """Seconds since the epoch of a date (``YYYY-MM-DD``, midnight UTC) or an ISO date-time.
 
-    A date-time without a time zone is read as UTC; a number is taken as epoch seconds.
+    A date-time without a time zone is read as UTC; a number is taken as epoch seconds, as it
+    is: an integer too large for a float (``10**400``) stays an integer, and Python compares it
+    with a float exactly, so it is after every date (flagd compares it the same way). Never
+    raises: anything else is None.
     """
     if is_number(value):
-        return float(value)
+        return int(value) if isinstance(value, int) else float(value)
     if not isinstance(value, str) or not 8 <= len(value) <= 40:
         return None
     text = value.strip()
@@ -153,11 +167,37 @@ def parse_instant(value: Any) -> float | None:
             day = dt.date.fromisoformat(text)
             return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
+
+
+def in_date_range(instant: float) -> bool:
+    """Whether the instant is a moment of the years 1 to 9999 (UTC).
+
+    As a float, 9999-12-31T23:59:59.99999 already rounds up to 10000-01-01: it is out too.
+    """
+    return EARLIEST_INSTANT <= instant < LATEST_INSTANT + 1
+
+
+def text_problem(value: Any) -> str | None:
+    """Why a text in a value (a string, or one in a list) cannot be stored, or None.
+
+    PostgreSQL's jsonb refuses NUL, and a lone UTF-16 surrogate (``"\\ud800"`` in JSON) is not
+    a character: UTF-8 cannot encode it, so saving, hashing or answering it would fail.
+    """
+    for text in value if isinstance(value, list) else [value]:
+        if not isinstance(text, str):
+            continue
+        if "\x00" in text:
+            return "contains a NUL character"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains half of a UTF-16 surrogate pair (such as \\ud800), not a character"
+    return None
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -173,7 +213,7 @@ def _clean_condition(condition: Any, path: str) -> dict[str, Any]:
             path, "a condition is an object with attribute, operator and value.", "invalid"
         )
     attribute = condition.get("attribute")
-    if not isinstance(attribute, str) or not ATTRIBUTE.match(attribute):
+    if not isinstance(attribute, str) or not ATTRIBUTE.fullmatch(attribute):
         raise _error(
             path,
             "the attribute is a context key such as “email” or “targetingKey” (letters, digits, "
@@ -184,10 +224,12 @@ def _clean_condition(condition: Any, path: str) -> dict[str, Any]:
     if operator not in OPERATORS:
         raise _error(
             path,
-            f"unknown operator {operator!r}; use one of {', '.join(OPERATORS)}.",
+            f"unknown operator {_shown(operator)}; use one of {', '.join(OPERATORS)}.",
             "invalid_operator",
         )
     value = condition.get("value")
+    if (problem := text_problem(value)) is not None:
+        raise _error(path, f"the value {problem}.", "invalid_text")
     if operator in EQUALITY:
         if not _is_scalar(value) or (isinstance(value, str) and len(value) > MAX_TEXT):
             raise _error(path, "compare with a text, a number or true/false.", "invalid_value")
@@ -219,18 +261,35 @@ def _clean_condition(condition: Any, path: str) -> dict[str, Any]:
         if parse_semver(value) is None:
             raise _error(
                 path,
-                f"{value!r} is not a semantic version such as 2.1.0 or 2.1.0-beta.1.",
+                f"{_shown(value)} is not a semantic version such as 2.1.0 or 2.1.0-beta.1.",
                 "invalid_semver",
             )
-    elif operator in DATES and (isinstance(value, bool) or parse_instant(value) is None):
-        raise _error(
-            path,
-            f"{value!r} is not a date (YYYY-MM-DD) or an ISO date-time (2026-05-01T12:00:00Z).",
-            "invalid_date",
-        )
-    if "\x00" in repr(value):
-        raise _error(path, "the value contains a NUL character.", "invalid_value")
+    elif operator in DATES:
+        instant = None if isinstance(value, bool) else parse_instant(value)
+        if instant is None and isinstance(value, str) and _YEAR_OUT_OF_RANGE.match(value):
+            instant = EARLIEST_INSTANT - 1  # well shaped, but year 0 or after 9999
+        if instant is None:
+            raise _error(
+                path,
+                f"{_shown(value)} is not a date (YYYY-MM-DD) or an ISO date-time "
+                "(2026-05-01T12:00:00Z).",
+                "invalid_date",
+            )
+        if not in_date_range(instant):
+            raise _error(
+                path,
+                f"{_shown(value)} is out of range: dates run from 0001-01-01 to 9999-12-31 (UTC).",
+                "invalid_date",
+            )
     return {"attribute": attribute, "operator": operator, "value": value}
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: short, and always printable."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"{float(value):e}" if abs(value) < 10**308 else "a number this large"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
 
 
 def _clean_serve(serve: Any, path: str, variant_names: Sequence[str]) -> dict[str, Any]:
@@ -245,7 +304,7 @@ def _clean_serve(serve: Any, path: str, variant_names: Sequence[str]) -> dict[st
         variant = serve["variant"]
         if variant not in variant_names:
             raise _error(
-                path, f"unknown variant {variant!r}; the flag has {known}.", "unknown_variant"
+                path, f"unknown variant {_shown(variant)}; the flag has {known}.", "unknown_variant"
             )
         return {"variant": variant}
     split = serve["split"]
@@ -261,7 +320,7 @@ def _clean_serve(serve: Any, path: str, variant_names: Sequence[str]) -> dict[st
         variant, weight = part["variant"], part["weight"]
         if variant not in variant_names:
             raise _error(
-                path, f"unknown variant {variant!r}; the flag has {known}.", "unknown_variant"
+                path, f"unknown variant {_shown(variant)}; the flag has {known}.", "unknown_variant"
             )
         if variant in seen:
             raise _error(path, f"variant {variant!r} appears twice in the split.", "invalid_split")
@@ -300,6 +359,8 @@ def validate_rules(rules: Any, *, variant_names: Sequence[str]) -> list[dict[str
             raise _error(
                 where, f"the name is one line of at most {MAX_NAME} characters.", "invalid_name"
             )
+        if (problem := text_problem(name)) is not None:
+            raise _error(where, f"the name {problem}.", "invalid_text")
         match = rule.get("match", "all")
         if match not in ("all", "any"):
             raise _error(where, 'match is "all" or "any".', "invalid_match")
@@ -418,13 +479,16 @@ def _compile_condition(condition: Mapping[str, Any]) -> Predicate:
             return key is not None and bool(versus(key))
 
     else:  # before / after
-        instant = parse_instant(expected)
-        assert instant is not None  # noqa: S101  (validated)
+        bound = None if isinstance(expected, bool) else parse_instant(expected)
+        if bound is not None and not in_date_range(bound):
+            bound = None  # as the flagd export, which cannot write this date, leaves it out
         after = operator == "after"
 
         def test(v: Any) -> bool:
+            if bound is None:  # a version saved before its dates were checked: never matches
+                return False
             when = None if isinstance(v, bool) else parse_instant(v)
-            return when is not None and (when > instant if after else when < instant)
+            return when is not None and (when > bound if after else when < bound)
 
     def predicate(context: Mapping[str, Any], now: float) -> bool:
         value = value_of(context, now)

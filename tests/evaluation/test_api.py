@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from flagdash.backends.local import SERVED_TOKEN_CACHE_KEY, sticky_bucket
@@ -440,3 +442,280 @@ def test_no_sql_for_refusals_either(api, beta_key, django_assert_num_queries, se
             "/ofrep/v1/flagd/flags.json", headers={"Authorization": f"Bearer {beta_key}"}
         )
         assert response.status_code == 200
+
+
+# --- hardening: bugs answer OFREP's 500, bad input never reaches it ---------------------------
+
+EXPORT = "/ofrep/v1/flagd/flags.json"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "broken"),
+    [
+        ("post", ONE + "new-checkout", "flagdash.evaluation.api.evaluate"),
+        ("post", ALL, "flagdash.evaluation.api.evaluate_all"),
+        ("get", EXPORT, "flagdash.evaluation.flagd.export"),
+        ("post", ONE + "new-checkout", "flagdash.evaluation.api.current"),
+    ],
+)
+def test_a_bug_answers_ofrep_json_500_without_details_and_is_logged(
+    beta_key, monkeypatch, caplog, method, path, broken
+):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail at /srv/flagdash/settings.py")
+
+    monkeypatch.setattr(broken, explode)
+    quiet = Client(raise_request_exception=False)
+    headers = {"Authorization": f"Bearer {beta_key}"}
+    with caplog.at_level("ERROR", logger="flagdash.evaluation.api"):
+        if method == "get":
+            response = quiet.get(path, headers=headers)
+        else:
+            response = quiet.post(path, "{}", content_type="application/json", headers=headers)
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    assert data["errorCode"] == "GENERAL"
+    assert "went wrong on our side" in data["errorDetails"]
+    assert data.get("key") == ("new-checkout" if path.startswith(ONE) else None)
+    body = response.content.decode()
+    assert "secret" not in body and "Traceback" not in body and "RuntimeError" not in body
+    logged = [r for r in caplog.records if r.name == "flagdash.evaluation.api"]
+    assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError
+    assert "Traceback" in caplog.text and "secret internal detail" in caplog.text
+
+
+@pytest.fixture
+def edgy(served, beta, beta_key):
+    """max-items serves "few" to early signups, the very old and new app versions."""
+    set_values(
+        served["integer"],
+        beta,
+        rules=[
+            {
+                "match": "any",
+                "conditions": [
+                    {"attribute": "signup", "operator": "before", "value": "2025-06-01"},
+                    {"attribute": "age", "operator": "gt", "value": 120},
+                    {"attribute": "appVersion", "operator": "semver_gte", "value": "2.0.0"},
+                ],
+                "serve": {"variant": "few"},
+            }
+        ],
+    )
+    deploy(beta)
+    return beta_key
+
+
+ONE_AND_400_ZEROS = "1" + "0" * 400  # Python reads it as an int too large for a float
+
+
+@pytest.mark.parametrize(
+    ("context", "variant"),
+    [
+        ('{"signup": ' + ONE_AND_400_ZEROS + "}", "many"),  # after every date
+        ('{"signup": -' + ONE_AND_400_ZEROS + "}", "few"),
+        ('{"signup": -1000000000000000000000000000000}', "few"),
+        ('{"signup": 1e400}', "many"),  # infinity: not a number, no match
+        ('{"signup": -1e400}', "many"),
+        ('{"signup": "9999-12-31T23:59:59-23:00"}', "many"),  # year 10000 in UTC
+        ('{"signup": "0001-01-01T00:00:00+14:00"}', "few"),  # year 0 in UTC
+        ('{"signup": "0000-01-01"}', "many"),
+        ('{"age": ' + ONE_AND_400_ZEROS + "}", "few"),
+        ('{"age": -' + ONE_AND_400_ZEROS + "}", "many"),
+        ('{"appVersion": "' + "9" * 250 + '.0.0"}', "few"),
+        ('{"appVersion": "1.' + "9" * 5000 + '.0"}', "many"),
+        ('{"appVersion": "2.0.0-' + "a." * 100 + 'a"}', "many"),
+        ('{"appVersion": ' + ONE_AND_400_ZEROS + "}", "many"),
+    ],
+    ids=lambda v: v if len(v) < 30 else f"{v[:20]}…",
+)
+def test_huge_numbers_and_impossible_dates_in_a_context_are_evaluated(edgy, api, context, variant):
+    body = '{"context": ' + context + "}"
+    single = post(api, ONE + "max-items", body, edgy)
+    assert single.status_code == 200, single.content
+    assert single.json()["variant"] == variant
+    assert single.json()["reason"] == ("TARGETING_MATCH" if variant == "few" else "DEFAULT")
+    bulk = post(api, ALL, body, edgy)
+    assert bulk.status_code == 200
+    assert {f["key"]: f.get("variant") for f in bulk.json()["flags"]}["max-items"] == variant
+
+
+# --- If-None-Match ---------------------------------------------------------------------------
+
+
+def test_if_none_match_star_gets_the_body(api, beta_key):
+    context = {"context": {"targetingKey": "u1", "country": "US"}}
+    response = post(api, ALL, context, beta_key, **{"If-None-Match": "*"})
+    assert response.status_code == 200
+    assert response.json()["flags"]
+    assert response["ETag"]
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        ("{etag}", 304),
+        ("W/{etag}", 304),
+        ('"other", {etag}', 304),
+        ('W/"other",W/{etag}', 304),
+        ('"a", "b"', 200),
+        ('"other"', 200),
+        ("{bare}", 200),  # not an entity-tag: no quotes
+        ("*, {etag}", 304),  # "*" in a list is no tag, but the list names this one
+        ('"{bare}x"', 200),
+        ("", 200),
+    ],
+)
+def test_if_none_match_compares_weakly_with_each_tag_of_a_list(api, beta_key, header, status):
+    context = {"context": {"targetingKey": "u1", "country": "US"}}
+    etag = post(api, ALL, context, beta_key)["ETag"]
+    again = post(api, ALL, context, beta_key)
+    assert again["ETag"] == etag  # stable for the same answer
+    value = header.format(etag=etag, bare=etag.strip('"'))
+    response = post(api, ALL, context, beta_key, **{"If-None-Match": value})
+    assert response.status_code == status
+    assert response["ETag"] == etag
+    if status == 304:
+        assert response.content == b""
+    else:
+        assert response.content == again.content
+
+
+# --- request bodies: size with or without Content-Length, content type -----------------------
+
+
+def chunked(api, path, body: bytes, key: str, content_type: str = "application/json"):
+    """A body sent with Transfer-Encoding: chunked, as gunicorn hands it over: no
+    Content-Length, and wsgi.input gives the decoded bytes."""
+    return api.generic(
+        "POST",
+        path,
+        headers={"Authorization": f"Bearer {key}", "Transfer-Encoding": "chunked"},
+        **{"CONTENT_TYPE": content_type, "wsgi.input": io.BytesIO(body)},
+    )
+
+
+def test_a_chunked_body_is_read(api, beta_key):
+    body = json.dumps({"context": {"email": "ann@example.com"}}).encode()
+    response = chunked(api, ONE + "new-checkout", body, beta_key)
+    assert response.status_code == 200
+    assert (response.json()["reason"], response.json()["variant"]) == ("TARGETING_MATCH", "off")
+    bulk = chunked(api, ALL, body, beta_key)
+    assert {f["key"]: f for f in bulk.json()["flags"]}["new-checkout"]["variant"] == "off"
+
+
+def test_a_chunked_body_over_64_kib_is_413_and_read_no_further(api, beta_key):
+    class Endless(io.RawIOBase):
+        served = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(len(buffer), 4096)
+            buffer[:n] = b" " * n
+            self.served += n
+            return n
+
+    stream = Endless()
+    response = api.generic(
+        "POST",
+        ONE + "new-checkout",
+        headers={"Authorization": f"Bearer {beta_key}", "Transfer-Encoding": "chunked"},
+        **{"CONTENT_TYPE": "application/json", "wsgi.input": stream},
+    )
+    assert response.status_code == 413
+    assert response.json()["errorCode"] == "INVALID_CONTEXT"
+    assert stream.served <= 64 * 1024 + 4096
+    body = b'{"context": {"a": "' + b"x" * 70_000 + b'"}}'
+    assert chunked(api, ALL, body, beta_key).status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+        ("application/vnd.ofrep+json", 200),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+    ],
+)
+def test_a_body_must_be_declared_json(api, beta_key, content_type, status):
+    body = json.dumps({"context": {"email": "ann@example.com"}})
+    for path in (ONE + "new-checkout", ALL):
+        response = api.post(
+            path, body, content_type=content_type, headers={"Authorization": f"Bearer {beta_key}"}
+        )
+        assert response.status_code == status, (path, response.content)
+        if status == 415:
+            assert response.json()["errorCode"] == "PARSE_ERROR"
+            assert "Content-Type: application/json" in response.json()["errorDetails"]
+
+
+def test_a_body_without_content_type_is_read_as_json(api, beta_key):
+    body = json.dumps({"context": {"email": "ann@example.com"}}).encode()
+    response = api.generic(
+        "POST",
+        ONE + "new-checkout",
+        body,
+        content_type="",
+        headers={"Authorization": f"Bearer {beta_key}"},
+    )
+    assert response.status_code == 200
+    assert response.json()["variant"] == "off"
+
+
+@pytest.mark.parametrize(
+    "targeting_key",
+    ["true", "false", "0", "1.5", "[]", '["u1"]', '{"id": "u1"}'],
+)
+def test_a_targeting_key_that_is_not_text_is_invalid_context(api, beta_key, targeting_key):
+    body = '{"context": {"targetingKey": ' + targeting_key + ', "country": "US"}}'
+    for path in (ONE + "button-color", ALL):
+        response = post(api, path, body, beta_key)
+        assert response.status_code == 400
+        assert response.json()["errorCode"] == "INVALID_CONTEXT"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"context": []}',
+        '{"context": 1}',
+        '{"context": true}',
+        '{"context": "US"}',
+        '{"context": [{"targetingKey": "u1"}]}',
+    ],
+)
+def test_a_context_that_is_not_an_object_is_invalid_context(api, beta_key, body):
+    for path in (ONE + "new-checkout", ALL):
+        response = post(api, path, body, beta_key)
+        assert response.status_code == 400
+        assert response.json()["errorCode"] == "INVALID_CONTEXT"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code", "key"),
+    [
+        (ONE + "a%0Ab", 404, "FLAG_NOT_FOUND", "a\nb"),
+        (ONE + "new-checkout%0A", 404, "FLAG_NOT_FOUND", "new-checkout\n"),
+        (ONE + "%0D%0A", 404, "FLAG_NOT_FOUND", "\r\n"),
+        (ONE + "a%2Fb", 404, "FLAG_NOT_FOUND", "a/b"),
+        (ONE + "a%09b", 404, "FLAG_NOT_FOUND", "a\tb"),
+        (ONE + "%ED%A0%80", 404, "FLAG_NOT_FOUND", "%ED%A0%80"),  # not UTF-8: kept escaped
+        ("/ofrep/v1/x%0Ay", 404, "GENERAL", None),
+        ("/ofrep/%0A", 404, "GENERAL", None),
+    ],
+)
+def test_a_flag_key_or_address_with_a_line_break_still_answers_json(
+    api, beta_key, path, status, code, key
+):
+    response = post(api, path, {}, beta_key)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["errorCode"] == code
+    assert response.json().get("key") == key

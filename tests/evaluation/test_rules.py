@@ -174,3 +174,116 @@ def test_describe_reads_like_a_sentence():
         )
     )
     assert text == "country is one of “US”, “CA” → on 20 % / off 80 %"
+
+
+# --- bad input: refused at the rules field, never an exception -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        ([rule("a", "equals", "\ud800")], "Rule 1, condition 1: the value contains half of a UTF"),
+        ([rule("a", "in", ["US", "x\udfff"])], "the value contains half of a UTF-16 surrogate"),
+        ([rule("a", "contains", "\udc00")], "the value contains half of a UTF-16 surrogate"),
+        ([rule("a", "matches", "^\ud800$")], "the value contains half of a UTF-16 surrogate"),
+        ([{**rule("a", "equals", 1), "name": "Staff \ud83d"}], "Rule 1: the name contains half"),
+        ([rule("a", "contains", "a\x00b")], "Rule 1, condition 1: the value contains a NUL"),
+        ([rule("a", "in", ["US", "\x00"])], "the value contains a NUL character"),
+        ([rule("email\n", "equals", "x")], "the attribute is a context key"),
+        ([rule("d", "before", "0000-01-01")], "'0000-01-01' is out of range: dates run from"),
+        ([rule("d", "after", "10000-01-01")], "'10000-01-01' is out of range"),
+        ([rule("d", "before", "0001-01-01T00:00:00+14:00")], "is out of range"),  # year 0 in UTC
+        ([rule("d", "after", "9999-12-31T23:59:59-23:00")], "is out of range"),  # year 10000
+        ([rule("d", "before", 1e300)], "1e+300 is out of range"),
+        ([rule("d", "after", -(10**30))], "-1.000000e+30 is out of range"),
+        ([rule("d", "after", 10**400)], "a number this large is out of range"),
+        ([rule("d", "before", 253_402_300_800)], "253402300800 is out of range"),  # 10000-01-01
+        ([rule("d", "before", "9999-12-31T23:59:59.99999Z")], "is out of range"),  # as a float
+        ([rule("v", "semver_gte", "1١.0.0")], "is not a semantic version"),  # an Arabic-Indic 1
+    ],
+)
+def test_text_and_dates_that_cannot_be_stored_or_exported_are_refused(rules, expected):
+    assert expected in message(rules)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01",
+        "9999-12-31",
+        "9999-12-31T23:59:59.5Z",
+        "0001-01-01T00:00:00+00:00",
+        -62_135_596_800,
+        253_402_300_799.5,
+    ],
+)
+def test_the_first_and_last_dates_are_accepted(value):
+    assert validate_rules([rule("d", "before", value)], variant_names=NAMES)
+
+
+HUGE = 10**400  # what a context's 1 followed by 400 zeros becomes (1e400 becomes infinity)
+
+
+def _short(value):
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}…({len(text)} chars)"
+
+
+@pytest.mark.parametrize(
+    ("operator", "value", "context_value", "expected"),
+    [
+        # A number is epoch seconds, compared exactly, however large (as flagd compares it).
+        ("after", "2026-01-01", HUGE, True),
+        ("before", "2026-01-01", HUGE, False),
+        ("before", "2026-01-01", -HUGE, True),
+        ("before", "2026-01-01", -(10**30), True),
+        ("after", "2026-01-01T00:00:00Z", 10**30, True),
+        ("after", "2026-01-01", float("inf"), False),  # not a number: no match
+        ("before", "2026-01-01", float("-inf"), False),
+        ("after", "2026-01-01", 1e308, True),
+        ("after", "2026-01-01", "9999-12-31T23:59:59-23:00", True),  # year 10000 in UTC
+        ("before", "2026-01-01", "0001-01-01T00:00:00+14:00", True),  # year 0 in UTC
+        ("after", "2026-01-01", "10000-01-01", False),
+        ("after", "2026-01-01", "0000-01-01", False),
+        ("after", "2026-01-01", "2026-01-01T25:00:00", False),
+        ("lt", 5, HUGE, False),
+        ("gt", 5, HUGE, True),
+        ("gte", 0, -(10**30), False),
+        ("lte", 1e308, HUGE, False),
+        ("lt", 5, float("-inf"), False),
+        ("equals", 1, HUGE, False),
+        ("in", [1, 2], HUGE, False),
+        ("not_in", [1, 2], HUGE, True),
+        ("semver_gt", "1.2.3", "9" * 250 + ".0.0", True),
+        ("semver_gt", "1.2.3", "1." + "9" * 5000 + ".0", False),  # too long to be a version
+        ("semver_gt", "1.2.3", "1.2.3-" + "a." * 200, False),
+        ("semver_eq", "11.0.0", "1١.0.0", False),  # not ASCII digits: flagd does not read it
+        ("semver_lt", "1.2.3", HUGE, False),
+        ("semver_lt", "1.2.3", "", False),
+        ("semver_lt", "1.2.3", "v", False),
+    ],
+    ids=_short,
+)
+def test_numbers_dates_and_versions_at_the_edges_never_raise(
+    operator, value, context_value, expected
+):
+    assert matches("a", operator, value, {"a": context_value}) is expected
+
+
+def test_a_stored_rule_with_an_impossible_date_never_matches_and_is_left_out_of_flagd():
+    """Versions saved before dates were checked: evaluating or exporting them must not fail."""
+    from flagdash.evaluation.flagd import targeting
+
+    for value in (10**400, 1e300, "9999-12-31T23:59:59-23:00"):
+        stored = [
+            {
+                "conditions": [{"attribute": "a", "operator": "before", "value": value}],
+                "serve": {"variant": "on"},
+            }
+        ]
+        compiled = compile_rules(stored)
+        assert compiled[0].matches({"a": "2020-01-01"}, 0.0) is False
+        assert compiled[0].matches({"a": -(10**30)}, 0.0) is False
+        expression, skipped = targeting(stored)
+        assert expression is None
+        assert skipped and "rule 1:" in skipped[0]
