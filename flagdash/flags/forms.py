@@ -366,7 +366,19 @@ class SettingForm(forms.Form):
             cleaned["variants"] = self._variants(cleaned)
         builder = self.rule_builder
         if builder.source == "json":
-            cleaned["rules"] = self._rules(cleaned.get("rules") or "")
+            rules = self._rules(cleaned.get("rules") or "")
+            if rules is not None and builder.edited_both:
+                self.add_error(
+                    "rules",
+                    ValidationError(
+                        "You changed the rules both in the builder and here as JSON; nothing "
+                        "was saved. Keep one: undo the JSON edits to save the builder's, or "
+                        "reload the page and make your change in one place.",
+                        code="edited_both",
+                    ),
+                )
+            else:
+                cleaned["rules"] = rules
         elif builder.source == "builder":
             cleaned["rules"], problems = builder.parse()
             if problems:

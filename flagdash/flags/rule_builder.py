@@ -445,6 +445,19 @@ class RuleBuilder:
             return "json"
         return "builder" if self.posted else None
 
+    @property
+    def edited_both(self) -> bool:
+        """Whether the cards were changed as well as the JSON since the page was shown.
+
+        Saving one would silently drop the other's edits, so the form refuses and asks.
+        """
+        if not (self.posted and self.json_changed):
+            return False
+        rules, problems = self.parse(record=False)
+        if problems:
+            return True  # the cards hold something that is not what was shown
+        return _json_differs(json.dumps(rules), self.json_base)
+
     # -- reading a POST ---------------------------------------------------------------------
 
     def _count(self, data: Mapping[str, Any], key: str, limit: int) -> int:

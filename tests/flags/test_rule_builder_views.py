@@ -387,13 +387,27 @@ def test_an_editor_sees_production_rules_read_only(editor_client, flag, producti
 # --- Edit as JSON ------------------------------------------------------------------------------
 
 
-def test_changed_json_wins_over_the_cards(editor_client, with_rules, beta):
+def test_changed_json_wins_over_untouched_cards(editor_client, with_rules, beta):
     data = read_form(editor_client.get(page_url(with_rules, beta)).content.decode())
-    data[f"{P}rule-0-name"] = "edited in the cards"
     data[f"{P}rules"] = json.dumps([SALVADOR])
     response = editor_client.post(save_url(with_rules, beta), data)
     assert response.status_code == 302
     assert setting(with_rules, beta).rules == [SALVADOR]
+
+
+def test_editing_both_the_cards_and_the_json_is_refused_not_half_saved(
+    editor_client, with_rules, beta
+):
+    before = setting(with_rules, beta)
+    data = read_form(editor_client.get(page_url(with_rules, beta)).content.decode())
+    data[f"{P}rule-0-name"] = "edited in the cards"
+    data[f"{P}rules"] = json.dumps([SALVADOR])
+    response = editor_client.post(save_url(with_rules, beta), data)
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "You changed the rules both in the builder and here as JSON" in html
+    after = setting(with_rules, beta)
+    assert after.rules == before.rules and after.revision == before.revision
 
 
 def test_unchanged_json_leaves_the_cards_in_charge_even_reformatted(
