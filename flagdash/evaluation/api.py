@@ -312,6 +312,10 @@ def flagd_export(request: HttpRequest) -> HttpResponse:
     if entry is None:
         return _unauthorized(None)
     environment = _environment(snapshot, entry)
+    if environment is not None and environment.stable is not None and environment.stable.broken:
+        # flagd keeps the definitions it has when a sync fails; a file without these flags
+        # would make it drop them.
+        return _failure(None, "PARSE_ERROR", "The served version could not be compiled.", 500)
     document = flagd.export(environment)
     response = _json(document)
     response["Content-Disposition"] = 'inline; filename="flags.json"'
