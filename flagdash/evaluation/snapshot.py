@@ -18,7 +18,7 @@ other flag and environment is served normally.
 
 Freshness: at most every ``OFREP_REFRESH_SECONDS`` (1 s) a request reads two cache tokens, which
 the built-in backend (every rollout step) and the key services replace after each commit; a
-changed token reloads the snapshot (four small queries, plus one per version not yet
+changed token reloads the snapshot (three small queries, plus one per version not yet
 compiled). Every ``OFREP_RESYNC_SECONDS`` (30 s) it reloads anyway, so a lost cache write or a
 cloud backend's new live version is noticed too. A reload happens in the request that finds it
 due; other threads keep answering from the previous snapshot meanwhile.
