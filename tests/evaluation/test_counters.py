@@ -160,7 +160,7 @@ def test_a_push_that_fails_keeps_its_counts_for_the_next_one(
 
 
 def test_counts_waiting_for_a_push_are_bounded(beta, served, redis_down, monkeypatch, caplog):
-    monkeypatch.setattr(counters, "MAX_PENDING_COUNTS", 3)
+    monkeypatch.setattr(counters, "MAX_PENDING_COUNTS", 3, raising=False)
     start = dt.datetime(2026, 5, 1, tzinfo=dt.UTC).timestamp()
     for minute in range(5):  # five count keys
         tally.add(beta.pk, 0, [("new-checkout", "on")], start + 60 * minute)
@@ -177,10 +177,10 @@ def test_a_flush_that_fails_after_renaming_is_picked_up_by_the_next_one(
     post(api, ONE + "old-flow", {}, beta_key)
     counters.push(tally.take())
 
-    def database_down(batch):
+    def database_down(batch, **kwargs):
         raise OperationalError("the database went away")
 
-    monkeypatch.setattr(counters, "_store", database_down)
+    monkeypatch.setattr(counters, "store", database_down)
     with pytest.raises(OperationalError):
         evaluation_counts_flush_task()
     assert any(FLUSHING in k for k in _leftovers())  # the renamed hash is still in Redis
@@ -211,23 +211,26 @@ def test_a_leftover_that_was_already_stored_is_not_counted_twice(api, beta, beta
     assert _leftovers() == []
 
 
+@pytest.fixture
+def process_exit():
+    """The atexit handler; the tally's push thread may start again afterwards (tests go on)."""
+    yield counters._push_at_exit
+    stop = getattr(tally, "_stop", None)
+    if stop is not None:
+        stop.clear()
+
+
 def test_process_exit_pushes_what_is_left_to_the_database_when_redis_is_down(
-    beta, served, redis_down
+    beta, served, redis_down, process_exit
 ):
     tally.add(beta.pk, 0, [("new-checkout", "on")] * 3, time.time())
-    try:
-        counters._push_at_exit()
-    finally:
-        tally._stop.clear()
+    process_exit()
     assert EvaluationCount.objects.get(environment=beta, flag_key="new-checkout").count == 3
 
 
-def test_process_exit_pushes_what_is_left_to_redis(beta, served):
+def test_process_exit_pushes_what_is_left_to_redis(beta, served, process_exit):
     tally.add(beta.pk, 0, [("new-checkout", "on")] * 2, time.time())
-    try:
-        counters._push_at_exit()
-    finally:
-        tally._stop.clear()
+    process_exit()
     assert evaluation_counts_flush_task() == 2
 
 
