@@ -105,6 +105,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # REDIS_URL, e.g. redis://redis:6379/0. Without it Celery uses kombu's filesystem transport
 # under var/broker, which needs no server (one machine only: fine for `make run`).
 REDIS_URL = env_str("REDIS_URL")
+# A Redis that is down or does not answer costs a request (or the evaluation counters' push
+# thread) at most this long per attempt, instead of hanging it: short connect and read timeouts
+# for the cache and the counters' client (redis-py's default is to wait forever).
+REDIS_TIMEOUT_SECONDS = env_int("REDIS_TIMEOUT_SECONDS", 2, minimum=1)
+REDIS_SOCKET_OPTIONS = {
+    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+    "socket_timeout": REDIS_TIMEOUT_SECONDS,
+}
 if REDIS_URL:
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
     CACHES = {
@@ -112,6 +120,7 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "flagdash",
+            "OPTIONS": dict(REDIS_SOCKET_OPTIONS),
         }
     }
 else:

@@ -21,11 +21,13 @@ os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", "redis://127
 
 from flagdash.services_probe import require_or_fallback
 from flagdash.settings import *  # noqa: F403
-from flagdash.settings import DATABASES, VAR_DIR
+from flagdash.settings import DATABASES, REDIS_SOCKET_OPTIONS, VAR_DIR
 
 DATABASES, CACHES, POSTGRES_AVAILABLE, REDIS_AVAILABLE = require_or_fallback(
     DATABASES, os.environ["REDIS_URL"], VAR_DIR, ci=os.environ.get("CI", "").lower() == "true"
 )
+if REDIS_AVAILABLE:  # the same timeouts as in production
+    CACHES["default"]["OPTIONS"] = dict(REDIS_SOCKET_OPTIONS)
 # Live-server request threads must not keep connections between requests (Chromium keeps its
 # HTTP connections open, so such a thread outlives the test and blocks dropping the database).
 DATABASES["default"]["CONN_MAX_AGE"] = 0

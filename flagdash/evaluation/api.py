@@ -34,6 +34,7 @@ from django.views.decorators.csrf import csrf_exempt
 from flagdash.evaluation import flagd
 from flagdash.evaluation.counters import tally
 from flagdash.evaluation.evaluate import Failure, Result, Success, evaluate, evaluate_all
+from flagdash.evaluation.models import FetchKind
 from flagdash.evaluation.services import KEY_PATTERN, key_hash
 from flagdash.evaluation.snapshot import KeyEntry, ServedEnvironment, Snapshot, current
 
@@ -376,6 +377,12 @@ def flagd_export(request: HttpRequest) -> HttpResponse:
     if entry is None:
         return _unauthorized(None)
     environment = _environment(snapshot, entry)
+    # A download of the definitions is no evaluation: recorded as the environment's last fetch.
+    tally.add_fetch(entry.environment_id, entry.key_id, FetchKind.FLAGD, time.time())
+    if environment is not None and environment.stable is not None and environment.stable.broken:
+        # flagd keeps the definitions it has when a sync fails; a file without these flags
+        # would make it drop them.
+        return _failure(None, "PARSE_ERROR", "The served version could not be compiled.", 500)
     document = flagd.export(environment)
     response = _json(document)
     response["Content-Disposition"] = 'inline; filename="flags.json"'

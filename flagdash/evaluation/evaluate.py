@@ -13,6 +13,9 @@ The order of decisions, for a flag in an environment:
    targeting key: ``TARGETING_KEY_MISSING`` otherwise).
 4. No rule matches: the default (``on``/``true`` for boolean flags, the default variant), with
    reason ``STATIC`` when the flag has no rules and ``DEFAULT`` when it has some.
+
+A flag whose definition could not be compiled (see ``snapshot.py``) answers ``PARSE_ERROR``
+(400) in the version that holds it, whatever the context.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ def evaluate_flag(
     targeting_key: str | None,
     now: float | None = None,
 ) -> Result:
+    if flag.error:  # its definition could not be compiled (logged when the snapshot loaded)
+        return Failure(flag.key, "PARSE_ERROR", flag.error, 400)
     if not flag.enabled:
         return _serve(flag, flag.off_variant, "DISABLED")
     if flag.rules:

@@ -3,8 +3,11 @@
 An ``ApiKey`` lets an application read one environment's flags over OFREP (and its flagd
 export); only its SHA-256 is stored. ``EvaluationCount`` holds how many evaluations each flag
 served, per environment, variant and minute; ``FlagLastEvaluated`` the last time each flag was
-evaluated in each environment. Both are written in batches (see ``counters.py``), never once
-per request.
+evaluated in each environment. ``EnvironmentFetch`` is when a client last downloaded an
+environment's flag definitions to evaluate them itself (the flagd export: flagd and in-process
+providers), which is not an evaluation of any flag. All three are written in batches (see
+``counters.py``), never once per request; ``CountFlush`` remembers which batches moved from
+Redis were stored, so none is counted twice.
 """
 
 from __future__ import annotations
@@ -77,3 +80,37 @@ class FlagLastEvaluated(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flag_key}@{self.environment_id} {self.last_evaluated_at:%Y-%m-%d %H:%M}"
+
+
+class FetchKind(models.TextChoices):
+    FLAGD = "flagd", "flagd flag definitions"
+
+
+class EnvironmentFetch(models.Model):
+    """When a client last fetched an environment's flag definitions to evaluate them itself."""
+
+    environment = models.ForeignKey("flags.Environment", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=FetchKind.choices, default=FetchKind.FLAGD)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "kind"], name="environmentfetch_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.environment_id} {self.last_at:%Y-%m-%d %H:%M}"
+
+
+class CountFlush(models.Model):
+    """One batch of counts moved from Redis and stored (written in the same transaction).
+
+    A batch whose hashes are still in Redis after being stored (the delete failed) is then only
+    deleted, never stored twice. Rows older than a day are pruned.
+    """
+
+    token = models.CharField(max_length=32, unique=True)
+    flushed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"flush {self.token} at {self.flushed_at:%Y-%m-%d %H:%M:%S}"

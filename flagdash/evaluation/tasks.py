@@ -1,4 +1,8 @@
-"""Celery beat tasks: move evaluation counts from Redis into the database, prune old ones."""
+"""Celery beat tasks: move evaluation counts from Redis into the database, prune old ones.
+
+A flush that fails after renaming the Redis hashes leaves them for the next flush, which
+stores them first (once: see ``counters.flush_redis``).
+"""
 
 from __future__ import annotations
 

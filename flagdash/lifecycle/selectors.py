@@ -9,7 +9,13 @@ its explanation):
    way — unchanged for at least ``LIFECYCLE_READY_DAYS`` days.
 3. ``unused``: the last code scan found no reference to it, or it has not been evaluated for
    ``LIFECYCLE_READY_DAYS`` days where flagdash serves it (only when every environment serving
-   it is on the built-in backend: evaluations elsewhere are unknown, never guessed).
+   it is on the built-in backend and none of them has its flag definitions fetched by flagd
+   clients: evaluations elsewhere are unknown, never guessed).
+
+flagd and in-process providers download an environment's definitions (the flagd export) and
+evaluate by themselves, so flagdash sees when they fetched, not what they evaluated: for a flag
+served in such an environment, the last evaluation is the last one seen over OFREP, or
+"unknown" when there is none, with a note naming the environment and its last fetch.
 4. ``active``: none of these.
 """
 
@@ -28,7 +34,7 @@ from django.utils import timezone
 from flagdash.accounts import permissions
 from flagdash.backends.models import BackendKind
 from flagdash.deployments.models import Deployment, DeploymentKind, DeploymentState
-from flagdash.evaluation.models import FlagLastEvaluated
+from flagdash.evaluation.models import EnvironmentFetch, FetchKind, FlagLastEvaluated
 from flagdash.flags import documents
 from flagdash.flags import selectors as flag_selectors
 from flagdash.flags.models import Application, Environment, Flag
@@ -119,6 +125,7 @@ class Row:
     last_evaluated: dt.datetime | None = None
     evaluation: str = "unknown"  # "known" | "never" | "unknown"
     evaluation_note: str = ""
+    flagd_fetched: dt.datetime | None = None  # last flagd fetch where the flag is served
     references: int | None = None  # None: no scan of this application yet
     status: str = ACTIVE
     reasons: dict[str, str] = field(default_factory=dict)
@@ -166,8 +173,13 @@ def _evaluate(
     row: Row,
     last_by_env: Mapping[int, dt.datetime],
     days: int,
+    fetched: Mapping[int, dt.datetime] | None = None,
 ) -> str | None:
-    """Fill the row's evaluation fields; return the unused-by-evaluation reason, if any."""
+    """Fill the row's evaluation fields; return the unused-by-evaluation reason, if any.
+
+    ``fetched``: per environment, when flagd clients last fetched its flag definitions.
+    """
+    fetched = fetched or {}
     serving = [e for e in row.envs if e.state is not None]
     local = [e for e in serving if e.backend_kind == BackendKind.LOCAL]
     cloud = [e for e in serving if e.backend_kind != BackendKind.LOCAL]
@@ -182,6 +194,24 @@ def _evaluate(
         where = ", ".join(f"{e.environment.name} ({BACKEND_NAMES[e.backend_kind]})" for e in cloud)
         row.evaluation_note = f"Served only by {where}: flagdash cannot see its evaluations."
         return None
+    by_flagd = [e for e in local if e.environment.pk in fetched]
+    if by_flagd:
+        row.flagd_fetched = max(fetched[e.environment.pk] for e in by_flagd)
+        ages = {e.environment.pk: _ago(row.now - fetched[e.environment.pk]) for e in by_flagd}
+        where = ", ".join(
+            f"{e.environment.name} (last fetched {ages[e.environment.pk]} ago)" for e in by_flagd
+        )
+        flagd_note = (
+            f"flagd clients fetch the flags of {where} and evaluate them themselves: "
+            "flagdash cannot see those evaluations."
+        )
+        if row.last_evaluated is not None:
+            row.evaluation = "known"
+            row.evaluation_note = f"Last evaluated over OFREP. {flagd_note}"
+        else:
+            row.evaluation = "unknown"
+            row.evaluation_note = f"No evaluation over OFREP recorded. {flagd_note}"
+        return None  # flagd clients may evaluate it: no evidence it is unused
     names = ", ".join(e.environment.name for e in local)
     if row.last_evaluated is not None:
         row.evaluation = "known"
@@ -277,7 +307,7 @@ def short_term_flags(
 
     A fixed number of queries whatever the number of flags: environments, flags (with owner
     and tags), the served-state refresh (two when nothing new was deployed), served states, open
-    deployments, the scan, reference counts and last evaluations.
+    deployments, the scan, reference counts, last evaluations and last flagd fetches.
     """
     now = now or timezone.now()
     today = timezone.localdate(now)
@@ -313,6 +343,11 @@ def short_term_flags(
         environment_id__in=[e.pk for e in envs], flag_key__in=keys
     ).values_list("environment_id", "flag_key", "last_evaluated_at"):
         last.setdefault(key, {})[env_id] = at
+    fetched = dict(
+        EnvironmentFetch.objects.filter(
+            environment_id__in=[e.pk for e in envs], kind=FetchKind.FLAGD
+        ).values_list("environment_id", "last_at")
+    )
     rows = []
     for flag in flags:
         env_states = [
@@ -327,7 +362,7 @@ def short_term_flags(
         sinces = [e.state.since for e in env_states if e.state is not None]
         row.unchanged_since = max(sinces) if sinces else None
         row.references = ref_counts.get(flag.key, 0) if scan is not None else None
-        unused_eval = _evaluate(row, last.get(flag.key, {}), days)
+        unused_eval = _evaluate(row, last.get(flag.key, {}), days, fetched)
         _decide(row, scan, unused_eval, days)
         rows.append(row)
     return Lifecycle(application, envs, rows, scan, days)

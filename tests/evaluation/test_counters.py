@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 
 import pytest
+import redis
 from django.conf import settings as django_settings
+from django.db import OperationalError
 
 from flagdash.evaluation import counters
-from flagdash.evaluation.counters import tally
-from flagdash.evaluation.models import ApiKey, EvaluationCount, FlagLastEvaluated
+from flagdash.evaluation.counters import FLUSHING, tally
+from flagdash.evaluation.models import (
+    ApiKey,
+    EnvironmentFetch,
+    EvaluationCount,
+    FetchKind,
+    FlagLastEvaluated,
+)
 from flagdash.evaluation.selectors import last_evaluated_by_flag, sparklines
 from flagdash.evaluation.tasks import evaluation_counts_flush_task
 from tests.evaluation.conftest import post
@@ -18,13 +28,19 @@ pytestmark = pytest.mark.django_db
 ONE = "/ofrep/v1/evaluate/flags/"
 
 
+def _empty() -> None:
+    if django_settings.REDIS_URL:
+        client = counters._client(django_settings.REDIS_URL)  # the real one, even if patched
+        leftovers = list(client.scan_iter(match="flagdash:evaluation:*"))
+        if leftovers:
+            client.delete(*leftovers)
+
+
 @pytest.fixture(autouse=True)
 def _empty_buffer():
-    if django_settings.REDIS_URL:
-        counters._redis().delete(counters.COUNTS_HASH, counters.LAST_HASH, counters.KEYS_HASH)
+    _empty()
     yield
-    if django_settings.REDIS_URL:
-        counters._redis().delete(counters.COUNTS_HASH, counters.LAST_HASH, counters.KEYS_HASH)
+    _empty()
 
 
 def test_requests_write_nothing_until_pushed_and_flushed(api, beta, beta_key):
@@ -105,3 +121,139 @@ def test_prune_drops_counts_past_the_retention(beta, served):
     counters.store(tally.take())
     assert counters.prune(now) == 1
     assert list(EvaluationCount.objects.values_list("variant", flat=True)) == ["off"]
+
+
+# --- durability: a failed push or flush loses nothing, counts nothing twice ---------------------
+
+
+@pytest.fixture
+def redis_down(monkeypatch):
+    """The counters' client pointed at a port where no Redis listens."""
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    monkeypatch.setattr(counters, "_redis", lambda: dead)
+    return dead
+
+
+def _leftovers():
+    client = counters._client(django_settings.REDIS_URL)
+    return sorted(k.decode() for k in client.scan_iter(match="flagdash:evaluation:*"))
+
+
+def test_a_push_that_fails_keeps_its_counts_for_the_next_one(
+    api, beta, beta_key, monkeypatch, caplog
+):
+    real = counters._redis
+    dead = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    monkeypatch.setattr(counters, "_redis", lambda: dead)
+    with caplog.at_level(logging.INFO, logger="flagdash.evaluation.counters"):
+        post(api, ONE + "old-flow", {}, beta_key)
+        assert tally.push_pending() is False
+        post(api, ONE + "old-flow", {}, beta_key)
+        assert tally.push_pending() is False
+        monkeypatch.setattr(counters, "_redis", real)  # Redis is back
+        assert tally.push_pending() is True
+    assert evaluation_counts_flush_task() == 2
+    assert EvaluationCount.objects.get(environment=beta, flag_key="old-flow").count == 2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # once per outage
+    assert any("pushed again" in r.getMessage() for r in caplog.records)
+
+
+def test_counts_waiting_for_a_push_are_bounded(beta, served, redis_down, monkeypatch, caplog):
+    monkeypatch.setattr(counters, "MAX_PENDING_COUNTS", 3, raising=False)
+    start = dt.datetime(2026, 5, 1, tzinfo=dt.UTC).timestamp()
+    for minute in range(5):  # five count keys
+        tally.add(beta.pk, 0, [("new-checkout", "on")], start + 60 * minute)
+    with caplog.at_level(logging.WARNING, logger="flagdash.evaluation.counters"):
+        assert tally.push_pending() is False
+    kept = tally.take()
+    assert len(kept.counts) == 3
+    assert any("2 evaluations dropped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_flush_that_fails_after_renaming_is_picked_up_by_the_next_one(
+    api, beta, beta_key, monkeypatch
+):
+    post(api, ONE + "old-flow", {}, beta_key)
+    counters.push(tally.take())
+
+    def database_down(batch, **kwargs):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(counters, "store", database_down)
+    with pytest.raises(OperationalError):
+        evaluation_counts_flush_task()
+    assert any(FLUSHING in k for k in _leftovers())  # the renamed hash is still in Redis
+    monkeypatch.undo()
+    post(api, ONE + "old-flow", {}, beta_key)  # a newer evaluation, pushed meanwhile
+    counters.push(tally.take())
+    assert evaluation_counts_flush_task() == 2
+    assert EvaluationCount.objects.get(environment=beta, flag_key="old-flow").count == 2
+    assert _leftovers() == []
+
+
+def test_a_leftover_that_was_already_stored_is_not_counted_twice(api, beta, beta_key, monkeypatch):
+    post(api, ONE + "old-flow", {}, beta_key)
+    counters.push(tally.take())
+    client = counters._redis()
+
+    def lost_connection(*names):
+        raise redis.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(client, "delete", lost_connection)  # stored, then Redis went away
+    with pytest.raises(redis.ConnectionError):
+        evaluation_counts_flush_task()
+    monkeypatch.undo()
+    assert EvaluationCount.objects.get(environment=beta, flag_key="old-flow").count == 1
+    assert any(FLUSHING in k for k in _leftovers())
+    assert evaluation_counts_flush_task() == 0
+    assert EvaluationCount.objects.get(environment=beta, flag_key="old-flow").count == 1
+    assert _leftovers() == []
+
+
+@pytest.fixture
+def process_exit():
+    """The atexit handler; the tally's push thread may start again afterwards (tests go on)."""
+    yield counters._push_at_exit
+    stop = getattr(tally, "_stop", None)
+    if stop is not None:
+        stop.clear()
+
+
+def test_process_exit_pushes_what_is_left_to_the_database_when_redis_is_down(
+    beta, served, redis_down, process_exit
+):
+    tally.add(beta.pk, 0, [("new-checkout", "on")] * 3, time.time())
+    process_exit()
+    assert EvaluationCount.objects.get(environment=beta, flag_key="new-checkout").count == 3
+
+
+def test_process_exit_pushes_what_is_left_to_redis(beta, served, process_exit):
+    tally.add(beta.pk, 0, [("new-checkout", "on")] * 2, time.time())
+    process_exit()
+    assert evaluation_counts_flush_task() == 2
+
+
+# --- flagd downloads are fetches, not evaluations ------------------------------------------------
+
+
+def test_a_flagd_download_records_the_environments_fetch_and_no_evaluation(api, beta, beta_key):
+    response = api.get(
+        "/ofrep/v1/flagd/flags.json", headers={"Authorization": f"Bearer {beta_key}"}
+    )
+    assert response.status_code == 200 and len(response.json()["flags"]) == 6
+    counters.push(tally.take())
+    evaluation_counts_flush_task()
+    assert not EvaluationCount.objects.exists()
+    assert not FlagLastEvaluated.objects.exists()
+    fetch = EnvironmentFetch.objects.get()
+    assert (fetch.environment_id, fetch.kind) == (beta.pk, FetchKind.FLAGD)
+    assert ApiKey.objects.get().last_used_at is not None  # the key was used
+
+
+def test_bulk_evaluation_counts_each_flag_once_for_its_environment(api, beta, beta_key):
+    post(api, "/ofrep/v1/evaluate/flags", {"context": {"targetingKey": "u"}}, beta_key)
+    counters.push(tally.take())
+    assert evaluation_counts_flush_task() == 6
+    assert set(FlagLastEvaluated.objects.values_list("environment_id", flat=True)) == {beta.pk}
+    assert not EnvironmentFetch.objects.exists()

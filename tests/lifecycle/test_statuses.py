@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from flagdash.backends.models import BackendConnection, BackendKind
-from flagdash.evaluation.models import FlagLastEvaluated
+from flagdash.evaluation.models import EnvironmentFetch, FetchKind, FlagLastEvaluated
 from flagdash.flags.models import Environment
 from flagdash.lifecycle import selectors
 from tests.factories import make_flag
@@ -217,6 +217,34 @@ def test_a_flag_also_served_by_a_cloud_backend_is_never_unused_by_evaluations(
     row = row_of(app, "mixed", t0 + 60 * DAY)  # never evaluated in beta, AWS unknown
     assert row.evaluation == "never"
     assert row.status == selectors.ACTIVE
+
+
+def test_where_flagd_clients_fetch_the_flags_evaluations_are_unknown_not_never(
+    app, beta, production, t0
+):
+    """flagd clients evaluate by themselves: no OFREP evaluation is no evidence of disuse."""
+    flag = make_flag(app, "by-flagd", short_term=True)
+    set_values(flag, beta, enabled=True)
+    deploy_at(beta, t0)
+    deploy_at(production, t0)
+    store_scan(app, [("by-flagd", "a.py", 1)])
+    now = t0 + 30 * DAY
+    assert row_of(app, "by-flagd", now).status == selectors.UNUSED  # nothing else is known
+    fetched_at = now - dt.timedelta(hours=3)
+    EnvironmentFetch.objects.create(environment=beta, kind=FetchKind.FLAGD, last_at=fetched_at)
+    row = row_of(app, "by-flagd", now)
+    assert row.status == selectors.ACTIVE
+    assert (row.evaluation, row.last_evaluated) == ("unknown", None)
+    assert row.flagd_fetched == fetched_at
+    assert row.evaluation_note == (
+        "No evaluation over OFREP recorded. flagd clients fetch the flags of Beta (last "
+        "fetched 3 hours ago) and evaluate them themselves: flagdash cannot see those "
+        "evaluations."
+    )
+    assert (
+        row.reasons[selectors.ACTIVE]
+        == "In use or changing: 1 reference in code, evaluations unknown."
+    )
 
 
 def test_precedence_is_overdue_then_ready_then_unused(app, beta, production, t0):

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from flagdash.audit.models import Action, AuditEvent
+from flagdash.evaluation.models import EnvironmentFetch, FetchKind
 from flagdash.flags.models import ConfigVersion, Flag
 from tests.factories import make_flag
 from tests.lifecycle.conftest import deploy_at, run, set_values, store_scan
@@ -311,3 +312,19 @@ def test_the_page_has_a_fixed_number_of_queries_for_10_or_300_flags(
     with django_assert_max_num_queries(budget):
         response = admin_client.get(url(page=2))
     assert "Page 2 of 12" in response.content.decode()
+
+
+def test_the_page_says_when_flagd_clients_fetched_instead_of_a_last_evaluation(
+    viewer_client, app, beta, production
+):
+    flag = make_flag(app, "by-flagd", short_term=True)
+    set_values(flag, beta, enabled=True)
+    deploy_at(beta, None)
+    EnvironmentFetch.objects.create(
+        environment=beta, kind=FetchKind.FLAGD, last_at=timezone.now() - dt.timedelta(hours=2)
+    )
+    page = viewer_client.get(url()).content.decode()
+    row = page[page.index('id="st-row-') :]
+    assert ">unknown</span>" in row
+    assert "flagd fetched" in row and "2\xa0hours ago" in row
+    assert "flagd clients fetch the flags of Beta" in row
