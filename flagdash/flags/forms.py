@@ -60,10 +60,13 @@ class TagsField(forms.CharField):
 
 
 class OwnerField(forms.ChoiceField):
-    def __init__(self, usernames: Sequence[str], **kwargs: Any) -> None:
-        super().__init__(
-            choices=[("", "— nobody —"), *[(u, u) for u in usernames]], required=False, **kwargs
-        )
+    """Active users, plus the current owner if they have left (kept until someone picks another)."""
+
+    def __init__(self, usernames: Sequence[str], current: str = "", **kwargs: Any) -> None:
+        choices = [("", "— nobody —"), *[(u, u) for u in usernames]]
+        if current and current not in usernames:
+            choices.append((current, f"{current} (inactive)"))
+        super().__init__(choices=choices, required=False, **kwargs)
 
 
 class FlagDefinitionForm(forms.Form):
@@ -81,9 +84,11 @@ class FlagDefinitionForm(forms.Form):
     )
     tags = TagsField()
 
-    def __init__(self, *args: Any, usernames: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, usernames: Sequence[str] = (), current_owner: str = "", **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["owner"] = OwnerField(usernames, label="Owner")
+        self.fields["owner"] = OwnerField(usernames, current_owner, label="Owner")
 
 
 class FlagCreateForm(FlagDefinitionForm):

@@ -191,6 +191,15 @@ def _tags(application: Application, names: Iterable[str]) -> list[Tag]:
     return [existing[n] for n in cleaned]
 
 
+def _same_owner(flag: Flag, owner: Any) -> bool:
+    """Whether ``owner`` names the flag's current owner (who may have been deactivated since)."""
+    if flag.owner_id is None or flag.owner is None:
+        return False
+    if isinstance(owner, User):
+        return owner.pk == flag.owner_id
+    return isinstance(owner, str) and owner == flag.owner.get_username()
+
+
 def _owner(owner: Any) -> Any:
     if owner is None or owner == "":
         return None
@@ -518,8 +527,8 @@ def flag_update(
         flag.description = _clean_text(description, "description", limit=1024)
     if short_term is not UNSET:
         flag.short_term = bool(short_term)
-    if owner is not UNSET:
-        flag.owner = _owner(owner)
+    if owner is not UNSET and not _same_owner(flag, owner):
+        flag.owner = _owner(owner)  # a new owner must be active; a departed one is kept as is
     if remove_by is not UNSET:
         if remove_by is not None and not isinstance(remove_by, dt.date):
             raise field_error("remove_by", "Must be a date (YYYY-MM-DD).", "wrong_type")

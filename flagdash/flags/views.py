@@ -287,7 +287,12 @@ def flag_edit(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse
         "remove_by": flag.remove_by,
         "tags": ", ".join(t.name for t in flag.tags.all()),
     }
-    form = FlagDefinitionForm(request.POST or None, initial=initial, usernames=_usernames())
+    form = FlagDefinitionForm(
+        request.POST or None,
+        initial=initial,
+        usernames=_usernames(),
+        current_owner=initial["owner"],
+    )
     status = 200
     if request.method == "POST":
         if form.is_valid():

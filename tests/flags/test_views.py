@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from flagdash.audit.models import Action, AuditEvent
@@ -548,3 +549,16 @@ def test_saving_values_over_htmx_refreshes_the_switch_and_shows_the_message(
     assert switch and 'hx-swap-oob="true"' in switch.group(0)
     assert f'name="revision" value="{revision}"' in switch.group(0)
     assert "Review and save a version to make them live." in html
+
+
+def test_editing_a_flag_keeps_its_deactivated_owner(editor_client, app, flag):
+    departed = get_user_model().objects.create_user("departed", is_active=False)
+    flag.owner = departed
+    flag.save(update_fields=["owner"])
+    url = reverse("flag_edit", args=[app.key, flag.key])
+    page = editor_client.get(url).content.decode()
+    assert '<option value="departed" selected>departed (inactive)</option>' in page
+    response = editor_client.post(url, {"name": "Renamed", "owner": "departed"})
+    assert response.status_code == 302
+    flag.refresh_from_db()
+    assert (flag.name, flag.owner_id) == ("Renamed", departed.pk)

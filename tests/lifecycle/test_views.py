@@ -123,6 +123,33 @@ def row_form(flag, **values):
     }
 
 
+def test_an_inline_edit_keeps_a_deactivated_owner_unless_another_is_picked(
+    editor_client, catalogue, htmx
+):
+    flag = Flag.objects.get(key="later")
+    departed = flag.owner  # admin, who leaves
+    departed.is_active = False
+    departed.save(update_fields=["is_active"])
+    page = editor_client.get(url()).content.decode()
+    assert f'<option value="{departed.username}" selected>{departed.username} (inactive)' in page
+    response = editor_client.post(
+        edit_url("later"),
+        row_form(flag, owner=departed.username, remove_by="2031-01-31"),
+        headers=htmx,
+    )
+    assert response.status_code == 200
+    flag.refresh_from_db()
+    assert (flag.owner_id, flag.remove_by) == (departed.pk, dt.date(2031, 1, 31))
+    # Handing another flag to someone who has left is still refused.
+    other = Flag.objects.get(key="late")
+    response = editor_client.post(
+        edit_url("late"), row_form(other, owner=departed.username), headers=htmx
+    )
+    assert "No active user named" in response.content.decode()
+    other.refresh_from_db()
+    assert other.owner.username == "editor"
+
+
 def test_an_editor_changes_owner_and_remove_by_inline_and_it_is_audited(
     editor_client, catalogue, htmx
 ):
