@@ -291,7 +291,7 @@ def flag_edit(request: HttpRequest, app_key: str, flag_key: str) -> HttpResponse
         request.POST or None,
         initial=initial,
         usernames=_usernames(),
-        current_owner=initial["owner"],
+        current_owner=flag.owner.username if flag.owner else "",
     )
     status = 200
     if request.method == "POST":
