@@ -597,6 +597,9 @@ class FlagPlan:
     changes: list[PlannedChange]
     references: int | None
     reference_files: list[str]
+    # (environment name, when) of OFREP evaluations within LIFECYCLE_READY_DAYS: applications
+    # still ask for the flag, whatever the code scan says.
+    evaluated: list[tuple[str, dt.datetime]] = field(default_factory=list)
 
     @property
     def blocked(self) -> list[str]:
@@ -654,6 +657,20 @@ def archive_plan(
             scan=scan, flag_key__in=[f.key for f in flags]
         ).values_list("flag_key", "path"):
             ref_paths.setdefault(key, []).append(path)
+    evaluated: dict[str, list[tuple[str, dt.datetime]]] = {}
+    if not restore:
+        since = timezone.now() - dt.timedelta(days=ready_days())
+        names = {env.pk: env.name for env in envs}
+        for env_id, key, at in (
+            FlagLastEvaluated.objects.filter(
+                environment_id__in=list(names),
+                flag_key__in=[f.key for f in flags],
+                last_evaluated_at__gte=since,
+            )
+            .order_by("-last_evaluated_at")
+            .values_list("environment_id", "flag_key", "last_evaluated_at")
+        ):
+            evaluated.setdefault(key, []).append((names[env_id], at))
     plans = []
     restorable: dict[int, set[int]] = {}
     if restore:
@@ -695,7 +712,7 @@ def archive_plan(
             paths = ref_paths.get(flag.key, [])
             refs = len(paths)
             files = sorted(set(paths))
-        plans.append(FlagPlan(flag, changes, refs, files))
+        plans.append(FlagPlan(flag, changes, refs, files, evaluated.get(flag.key, [])))
     return plans
 
 

@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from flagdash.audit.models import Action, AuditEvent
-from flagdash.evaluation.models import EnvironmentFetch, FetchKind
-from flagdash.flags.models import ConfigVersion, Flag
+from flagdash.evaluation.models import EnvironmentFetch, FetchKind, FlagLastEvaluated
+from flagdash.flags.models import ConfigVersion, Environment, Flag
 from tests.factories import make_flag
 from tests.lifecycle.conftest import deploy_at, run, set_values, store_scan
 
@@ -228,6 +228,27 @@ def test_the_confirmation_shows_values_backends_and_code_references(admin_client
     assert "Built-in store: flagdash stops serving it over OFREP" in html
     assert "Served <strong>on</strong> in Beta" in html
     assert not Flag.objects.filter(archived_at__isnull=False).exists()  # nothing yet
+
+
+def test_the_confirmation_warns_that_a_flag_is_still_evaluated(admin_client, deployed, htmx):
+    now = timezone.now()
+    FlagLastEvaluated.objects.create(
+        environment=Environment.objects.get(key="beta"),
+        flag_key="unreferenced",
+        last_evaluated_at=now - dt.timedelta(minutes=5),
+    )
+    FlagLastEvaluated.objects.create(  # long ago: no warning for that one
+        environment=Environment.objects.get(key="beta"),
+        flag_key="late",
+        last_evaluated_at=now - dt.timedelta(days=60),
+    )
+    html = admin_client.post(
+        archive_url(), {"flag": ["late", "unreferenced"], "next": url()}, headers=htmx
+    ).content.decode()
+    assert html.count("Still evaluated over OFREP:") == 1
+    warning = html[html.index("Still evaluated over OFREP:") :].split("</p>", 1)[0]
+    assert "Beta 5\xa0minutes ago" in warning
+    assert "unreferenced, though the code scan found no reference" in warning
 
 
 def test_confirming_archives_both_and_updates_the_list(admin_client, deployed, htmx):
