@@ -100,7 +100,10 @@ class EnvState:
 
     @property
     def label(self) -> str:
-        return self.state.label if self.state is not None else "not deployed"
+        if self.state is not None:
+            return self.state.label
+        # Served values change when a deployment completes; until then an open one brings it.
+        return "being deployed" if self.rollout is not None else "not deployed"
 
     @property
     def css(self) -> str:

@@ -281,3 +281,18 @@ def test_a_rollout_under_way_is_not_settled(app, beta, production, t0):
     assert row.envs[0].rollout is not None
     assert row.envs[0].label == row.envs[1].label == "off"  # the same value is served...
     assert selectors.READY not in row.reasons  # ...but beta is changing it
+
+
+def test_a_flag_an_open_deployment_brings_is_being_deployed_not_absent(app, beta, production, t0):
+    from flagdash.deployments import services as deployment_services
+    from flagdash.flags import services
+
+    deploy_at(beta, t0)  # before the flag exists
+    flag = make_flag(app, "arriving", short_term=True)
+    set_values(flag, beta, enabled=True)
+    version = services.config_version_create(actor=None, environment=beta, message="add")
+    deployment_services.deployment_create(actor=None, environment=beta, version=version)
+    row = row_of(app, "arriving", t0 + DAY)
+    beta_state, production_state = row.envs
+    assert beta_state.rollout is not None and beta_state.label == "being deployed"
+    assert production_state.rollout is None and production_state.label == "not deployed"
