@@ -259,6 +259,8 @@ def _cleanup_done(
             for d in sorted(result.deployments, key=lambda d: d.environment.position)
         )
         text = f"{verb} {keys}: deploying to {where}."
+        if not restore:
+            text += " Archived flags can be restored from the flag list's Archived filter."
     else:
         them = "them" if len(result.flags) > 1 else "it"
         text = f"{verb} {keys}. No environment served {them}: nothing to deploy."

@@ -106,6 +106,12 @@ def test_a_status_chip_also_sets_the_status_filter(viewer_client, catalogue, htm
     assert set(keys_in(html)) == {"late", "later"}
 
 
+def test_the_page_links_to_the_archived_flags_to_restore_them(viewer_client, catalogue):
+    html = viewer_client.get(url()).content.decode()
+    link = reverse("flag_list", args=["checkout"]) + "?archived=only"
+    assert f'href="{link}"' in html and ">Archived flags</a>" in html
+
+
 def test_an_outsider_cannot_see_the_page(outsider_client, catalogue):
     assert outsider_client.get(url()).status_code == 403
 
