@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from flagdash.accounts import permissions
+from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.core.htmx import is_partial
 from flagdash.core.parsing import positive_int
 from flagdash.deployments import services as deployment_services
@@ -145,8 +146,18 @@ def _switch_response(
         html += _toast(request, *toast)
     html += '<div id="modal" hx-swap-oob="innerHTML"></div>'
     if _on_flag_page(request, flag):
+        setting.flag = flag
+        draft = _draft_state(
+            environment,
+            flag,
+            setting,
+            selectors.attributes_of(flag),
+            services.latest_version(environment),
+        )
         html += render_to_string(
-            "flags/fragments/setting_oob.html", {"setting": setting}, request=request
+            "flags/fragments/setting_oob.html",
+            {"setting": setting, "draft": draft, "environment": environment},
+            request=request,
         )
     return HttpResponse(html, status=status)
 
@@ -349,6 +360,37 @@ def _version_touches(environment: Environment, flag: Flag, limit: int = 10) -> l
     return rows
 
 
+def _draft_state(
+    environment: Environment,
+    flag: Flag,
+    setting: FlagSetting,
+    attributes: list[Any],
+    latest: ConfigVersion | None,
+) -> dict[str, Any]:
+    """Whether the flag's values here are a draft, saved in a version, or live.
+
+    Compares digests of the flag's entry (at most one small query, for the live version's
+    digests when it is not the latest version).
+    """
+    if flag.archived_at:
+        return {"state": "archived"}
+    entry = documents.flag_entry(flag, setting, attributes)
+    working = sha256_hex(canonical_json(entry))
+    if latest is None or latest.flag_digests.get(flag.key) != working:
+        return {"state": "draft", "latest": latest}
+    live_id = environment.live_version_id
+    if live_id == latest.pk:
+        return {"state": "live", "latest": latest}
+    live = (
+        ConfigVersion.objects.filter(pk=live_id).only("id", "number", "flag_digests").first()
+        if live_id
+        else None
+    )
+    if live is not None and live.flag_digests.get(flag.key) == working:
+        return {"state": "live", "latest": latest, "live": live}
+    return {"state": "saved", "latest": latest, "live": live}
+
+
 def _flag_page_context(
     request: HttpRequest,
     app: Application,
@@ -379,11 +421,15 @@ def _flag_page_context(
         )
         for env, s in zip(environments, flag_settings, strict=True)
     ]
+    version_rows = _version_touches(current, flag)
     return {
         "application": app,
         "flag": flag,
         "environments": environments,
         "env_cells": cells,
+        "draft": _draft_state(
+            current, flag, setting, attributes, version_rows[0]["version"] if version_rows else None
+        ),
         "env_rows": [(cell, evaluations[cell.environment.pk]) for cell in cells],
         "rule_lines": [targeting.describe(rule) for rule in setting.rules],
         "rule_attributes": attribute_names(s.rules for s in flag_settings),
@@ -394,7 +440,7 @@ def _flag_page_context(
         "attributes": attributes,
         "attribute_form": AttributeForm(),
         "history": selectors.flag_history(flag),
-        "version_rows": _version_touches(current, flag),
+        "version_rows": version_rows,
         "can_edit_env": permissions.can_edit_environment(request.user, current),
         "today": selectors.today(),
     }

@@ -278,3 +278,38 @@ def test_a_flag_without_rules_has_no_rules_entry_in_its_version(flag, beta):
     version = deploy(beta).version
     assert version == latest_version(beta)
     assert "rules" not in documents.load(version.document)["flags"][flag.key]
+
+
+def test_the_flag_page_says_whether_values_are_a_draft_saved_or_live(editor_client, flag, beta):
+    from flagdash.flags import services as flag_services
+
+    url = reverse("flag_detail", args=["checkout", flag.key]) + "?env=beta"
+
+    def marker() -> str:
+        html = editor_client.get(url).content.decode()
+        start = html.index(f'id="draft-state-{beta.pk}"')
+        return " ".join(html[start : html.index("</p>", start)].split())
+
+    live = deploy(beta, "first").version.number
+    assert f"Live:</strong> Beta serves these values (v{live})" in marker()
+
+    setting = FlagSetting.objects.get(flag=flag, environment=beta)
+    rule = {
+        "name": "Salvador",
+        "match": "all",
+        "conditions": [{"attribute": "country", "operator": "equals", "value": "SV"}],
+        "serve": {"variant": "on"},
+    }
+    flag_services.flag_setting_update(
+        actor=None, flag=flag, environment=beta, expected_revision=setting.revision, rules=[rule]
+    )
+    assert (
+        "Draft:</strong> these values are not in a saved version of Beta "
+        f"(they differ from v{live})" in marker()
+    )
+
+    saved = flag_services.config_version_create(actor=None, environment=beta, message="second")
+    assert (
+        f"Saved in v{saved.number}, not live yet:</strong> Beta serves v{live} until "
+        f"v{saved.number} has been deployed" in marker()
+    )
