@@ -238,7 +238,7 @@ class SettingForm(forms.Form):
         for attr in self.attributes:
             self.fields[self.attr_field(attr.name)] = self._field_for(attr)
         if self.flag.is_multivariant:
-            rows = len(self.data_variant_indexes() or setting.variants) + self.EXTRA_VARIANT_ROWS
+            rows = self._filled_variant_rows(len(setting.variants)) + self.EXTRA_VARIANT_ROWS
             for i in range(rows):
                 self.fields[f"variant_{i}_name"] = forms.CharField(
                     required=False, max_length=64, label=f"Variant {i + 1} name"
@@ -289,6 +289,22 @@ class SettingForm(forms.Form):
     @staticmethod
     def attr_field(name: str) -> str:
         return f"attr__{name}"
+
+    def _filled_variant_rows(self, saved: int) -> int:
+        """Rows up to the last posted one with anything in it (or the saved variants).
+
+        Re-showing a refused form must not grow: the empty rows it had are added again once.
+        """
+        posted = self.data_variant_indexes()
+        if not posted:
+            return saved
+        filled = [
+            i
+            for i in posted
+            if str(self.data.get(self.add_prefix(f"variant_{i}_name"), "")).strip()
+            or str(self.data.get(self.add_prefix(f"variant_{i}_value"), "")).strip()
+        ]
+        return max(filled) + 1 if filled else 0
 
     def data_variant_indexes(self) -> list[int]:
         if not self.data:

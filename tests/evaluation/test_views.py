@@ -228,7 +228,30 @@ def test_renaming_away_a_variant_a_rule_serves_is_refused(editor_client, app, be
         },
     )
     assert response.status_code == 422
-    assert "unknown variant &#x27;blue&#x27;" in response.content.decode()
+    html = response.content.decode()
+    assert "unknown variant &#x27;blue&#x27;" in html
+    # Shown again with the two rows sent plus two empty ones, and a resubmission of that form
+    # (empty rows included) does not grow it further.
+    assert 'name="env-beta-variant_3_name"' in html
+    assert 'name="env-beta-variant_4_name"' not in html
+    again = editor_client.post(
+        _save_url(colors, beta),
+        {
+            "env-beta-revision": setting.revision,
+            "env-beta-variant_0_name": "red",
+            "env-beta-variant_0_value": "r",
+            "env-beta-variant_1_name": "navy",
+            "env-beta-variant_1_value": "b",
+            "env-beta-variant_2_name": "",
+            "env-beta-variant_2_value": "",
+            "env-beta-variant_3_name": "",
+            "env-beta-variant_3_value": "",
+            "env-beta-default_variant": "red",
+            "env-beta-rules": json.dumps(setting.rules),
+        },
+    ).content.decode()
+    assert 'name="env-beta-variant_3_name"' in again
+    assert 'name="env-beta-variant_4_name"' not in again
 
 
 # --- evaluations on pages -----------------------------------------------------------------
