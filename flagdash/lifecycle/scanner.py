@@ -88,11 +88,6 @@ def path_text(raw: bytes) -> str:
     return UNSAFE_TEXT.sub(_escape, raw.decode("utf-8", errors="backslashreplace"))
 
 
-def strip_unsafe(text: str) -> str:
-    """``text`` without the characters of ``UNSAFE_TEXT`` (tabs become spaces)."""
-    return UNSAFE_TEXT.sub("", text.replace("\t", " "))
-
-
 @dataclass(frozen=True, order=True)
 class Reference:
     path: str

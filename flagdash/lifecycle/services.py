@@ -40,6 +40,15 @@ from flagdash.lifecycle.models import (
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{7,64}$")
 MAX_ERRORS = 20
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+EARLIEST_SCAN = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+# What str.splitlines() breaks a line at: a path or an excerpt holding one is refused (422).
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+# Dropped from uploaded paths and excerpts: the other C0 and C1 controls, and the bidi
+# embeddings, overrides, isolates and marks that can make a line display in an order other
+# than its logical one (Trojan Source, CVE-2021-42574).
+STRIPPED_CHARS = re.compile(
+    "[\x01-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def _check(actor: Any, check: Any, *args: Any) -> None:
@@ -74,13 +83,19 @@ def _valid_path(path: str) -> str | None:
         return "The path is empty."
     if len(path) > scanner.MAX_PATH_CHARS:
         return f"At most {scanner.MAX_PATH_CHARS} characters (this is {len(path)})."
-    if any(ch in path for ch in "\x00\n\r"):
+    if "\x00" in path or not LINE_BREAKS.isdisjoint(path):
         return "A path is one line without NUL characters."
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path):
         return "Give the path relative to the scanned directory (not absolute)."
     if any(part in ("", ".", "..") for part in path.split("/")):
         return "The path has an empty, “.” or “..” part."
     return None
+
+
+def _strip_controls(text: str) -> str:
+    """``text`` without bidi controls and control characters (tabs become spaces). NUL and
+    line breaks are left in, for the checks that refuse them."""
+    return STRIPPED_CHARS.sub("", text.replace("\t", " "))
 
 
 def clean_scan_upload(
@@ -112,6 +127,8 @@ def clean_scan_upload(
         error("commit", "A commit is 7 to 64 hexadecimal characters (a git SHA).", "invalid")
     if scanned_at is not None and scanned_at > now + FUTURE_TOLERANCE:
         error("scanned_at", "The scan cannot have run in the future.", "in_future")
+    elif scanned_at is not None and scanned_at < EARLIEST_SCAN:
+        error("scanned_at", "The scan cannot have run before 2000-01-01.", "too_early")
     for name, value in (
         ("files_scanned", files_scanned),
         ("duration_ms", duration_ms),
@@ -134,8 +151,12 @@ def clean_scan_upload(
     cleaned: list[scanner.Reference] = []
     for i, ref in enumerate(references[: scanner.MAX_REFERENCES]):
         where = f"references[{i}]"
-        flag, path, line = ref["flag"], ref["path"], ref["line"]
-        excerpt = ref.get("excerpt") or ""
+        flag, line = ref["flag"], ref["line"]
+        # Bidi controls and other invisible control characters are dropped before anything
+        # is judged or stored, so no path or excerpt can reorder what is shown around it
+        # (Trojan Source); line breaks are refused below (a reference is one line).
+        path = _strip_controls(ref["path"])
+        excerpt = _strip_controls(ref.get("excerpt") or "")
         bad = False
         if flag not in known:
             error(f"{where}.flag", f"{application.name} has no flag “{flag[:64]}”.", "unknown_flag")
@@ -154,7 +175,7 @@ def clean_scan_upload(
                 "too_long",
             )
             bad = True
-        elif any(ch in excerpt for ch in "\x00\n\r"):
+        elif "\x00" in excerpt or not LINE_BREAKS.isdisjoint(excerpt):
             error(f"{where}.excerpt", "An excerpt is one line without NUL characters.", "invalid")
             bad = True
         if bad:
