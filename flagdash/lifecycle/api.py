@@ -27,6 +27,7 @@ from flagdash.flags import api as flag_api
 from flagdash.flags.api_base import ApiError, Payload, json_response, not_found, payload
 from flagdash.flags.models import Flag
 from flagdash.lifecycle import digest, scanner, selectors, services
+from flagdash.lifecycle.forms import check_selection
 from flagdash.lifecycle.models import CodeReference, CodeReferenceScan, ScanSource
 
 User = get_user_model()
@@ -301,18 +302,15 @@ def _cleanup(request: HttpRequest, app_key: str, *, restore: bool) -> HttpRespon
     body = payload(request, allowed=("flags",))
     keys = body.string_list("flags", required=True, default=[])
     body.check()
-    if not keys:
-        raise ApiError(
-            400,
-            "invalid",
-            "flags: give at least one flag key.",
-            fields={"flags": [{"code": "required", "message": "Give at least one flag key."}]},
-        )
-    found = selectors.flags_by_keys(app, keys, archived=restore)
-    missing = sorted(set(keys) - {f.key for f in found})
-    if missing:
-        state = "archived" if restore else "active"
-        raise not_found(f"{app.name} has no {state} flag {', '.join(missing[:10])}.")
+    found, errors = check_selection(app, keys, archived=restore)
+    if errors:
+        fields = {
+            "flags": [
+                {"code": e.code or "invalid", "message": m} for e in errors for m in e.messages
+            ]
+        }
+        message = "; ".join(f["message"] for f in fields["flags"])
+        raise ApiError(400, "invalid", f"flags: {message}", fields=fields)
     action = services.flags_restore if restore else services.flags_archive
     result = action(actor=request.user, application=app, flags=found)
     return json_response(

@@ -19,14 +19,14 @@ from django.utils import timezone
 
 from flagdash.accounts import permissions
 from flagdash.audit.models import Action
-from flagdash.audit.services import audit_record
+from flagdash.audit.services import AuditEntry, audit_record, audit_record_many
 from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.core.errors import field_error
 from flagdash.deployments import services as deployment_services
 from flagdash.deployments.models import Deployment
 from flagdash.flags import documents
 from flagdash.flags import services as flag_services
-from flagdash.flags.models import Application, ConfigVersion, Environment, Flag
+from flagdash.flags.models import Application, ConfigVersion, Environment, Flag, FlagSetting
 from flagdash.lifecycle import scanner
 from flagdash.lifecycle.models import (
     Cleanup,
@@ -300,6 +300,7 @@ def _lock_flags(application: Application, flags: Sequence[Flag]) -> list[Flag]:
     locked = list(
         Flag.objects.select_for_update(of=("self",))
         .select_related("application", "owner")
+        .prefetch_related("tags")  # for the audit snapshots, in one query
         .filter(pk__in={f.pk for f in flags})
         .order_by("pk")
     )
@@ -309,6 +310,63 @@ def _lock_flags(application: Application, flags: Sequence[Flag]) -> list[Flag]:
                 "flags", f"{flag.key} is not a flag of {application.name}.", "invalid"
             )
     return sorted(locked, key=lambda f: f.key)
+
+
+def _protected_environments_using(
+    flags: Sequence[Flag], environments: Sequence[Environment]
+) -> dict[int, list[Environment]]:
+    """Per flag id, the protected environments where it is on or in the latest saved version
+    (``flag_services.protected_environments_using`` for many flags at once: one query for
+    the settings and one per protected environment, however many flags)."""
+    protected = [env for env in environments if env.protected]
+    if not protected:
+        return {}
+    keys = {flag.pk: flag.key for flag in flags}
+    in_latest: dict[int, set[str]] = {}
+    for env in protected:
+        latest = flag_services.latest_version(env)
+        in_latest[env.pk] = set(documents.load(latest.document)["flags"]) if latest else set()
+    settings = FlagSetting.objects.filter(flag__in=flags, environment__in=protected)
+    using = {
+        (flag_id, env_id)
+        for flag_id, env_id, enabled in settings.values_list("flag_id", "environment_id", "enabled")
+        if enabled or keys[flag_id] in in_latest[env_id]
+    }
+    found: dict[int, list[Environment]] = {}
+    for flag in flags:
+        for env in protected:
+            if (flag.pk, env.pk) in using:
+                found.setdefault(flag.pk, []).append(env)
+    return found
+
+
+def _mark_archived(actor: Any, flags: Sequence[Flag], *, archived: bool) -> None:
+    """``flag_services.mark_archived`` for many flags: one UPDATE and one batch of audit
+    events. The caller has locked the flags and checked their state and permissions."""
+    before = {flag.pk: flag_services.flag_snapshot(flag) for flag in flags}
+    now = timezone.now()
+    Flag.objects.filter(pk__in=[f.pk for f in flags]).update(
+        archived_at=now if archived else None, updated_at=now
+    )
+    for flag in flags:
+        flag.archived_at = now if archived else None
+        flag.updated_at = now
+    audit_record_many(
+        actor=actor,
+        entries=[
+            AuditEntry(
+                action=Action.FLAG_ARCHIVED if archived else Action.FLAG_RESTORED,
+                target_type="flag",
+                target_id=flag.pk,
+                target_repr=f"{flag.application.key}/{flag.key}",
+                application=flag.application,
+                flag=flag,
+                before=before[flag.pk],
+                after=flag_services.flag_snapshot(flag),
+            )
+            for flag in flags
+        ],
+    )
 
 
 def _base_document(environment: Environment) -> tuple[ConfigVersion | None, dict[str, Any]]:
@@ -361,8 +419,9 @@ def flags_archive(*, actor: Any, application: Application, flags: Sequence[Flag]
             if not permissions.can_edit_environment(actor, env):
                 for key in present:
                     blocked.setdefault(key, []).append(env.name)
+        using = _protected_environments_using(locked, environments)
         for flag in locked:
-            for env in flag_services.protected_environments_using(flag):
+            for env in using.get(flag.pk, []):
                 if not permissions.can_admin(actor) and env.name not in blocked.get(flag.key, []):
                     blocked.setdefault(flag.key, []).append(env.name)
         if blocked:
@@ -370,8 +429,7 @@ def flags_archive(*, actor: Any, application: Application, flags: Sequence[Flag]
             raise PermissionDenied(
                 f"Only admins can archive a flag live in a protected environment ({where})."
             )
-    for flag in locked:
-        flag_services.mark_archived(actor=actor, flag=flag, archived=True)
+    _mark_archived(actor, locked, archived=True)
     cleanup = Cleanup.objects.create(
         application=application,
         action=CleanupAction.ARCHIVE,
@@ -397,15 +455,20 @@ def flags_archive(*, actor: Any, application: Application, flags: Sequence[Flag]
     return CleanupResult(cleanup, locked, deployments)
 
 
-def _last_archive_steps(flag: Flag) -> list[CleanupStep]:
-    cleanup = (
-        Cleanup.objects.filter(flags=flag, action=CleanupAction.ARCHIVE)
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    if cleanup is None:
-        return []
-    return list(cleanup.steps.select_related("base_version"))
+def _last_archive_steps(flags: Sequence[Flag]) -> dict[int, list[CleanupStep]]:
+    """Per flag id, the steps of the last cleanup that archived it (two queries in all)."""
+    links = Cleanup.flags.through.objects.filter(
+        flag__in=flags, cleanup__action=CleanupAction.ARCHIVE
+    ).order_by("flag_id", "-cleanup__created_at", "-cleanup_id")
+    last: dict[int, int] = {}
+    for flag_id, cleanup_id in links.values_list("flag_id", "cleanup_id"):
+        last.setdefault(flag_id, cleanup_id)
+    steps: dict[int, list[CleanupStep]] = {}
+    for step in CleanupStep.objects.filter(cleanup_id__in=set(last.values())).select_related(
+        "base_version"
+    ):
+        steps.setdefault(step.cleanup_id, []).append(step)
+    return {flag_id: steps.get(cleanup_id, []) for flag_id, cleanup_id in last.items()}
 
 
 @transaction.atomic(durable=True)
@@ -424,12 +487,16 @@ def flags_restore(*, actor: Any, application: Application, flags: Sequence[Flag]
         raise field_error("flags", f"Not archived: {', '.join(active)}.", "no_change")
     by_env = {env.pk: env for env in environments}
     entries: dict[int, dict[str, dict[str, Any]]] = {}  # env id → key → entry to bring back
+    loaded: dict[int, dict[str, Any]] = {}  # version id → its flags
+    archive_steps = _last_archive_steps(locked)
     for flag in locked:
-        for step in _last_archive_steps(flag):
+        for step in archive_steps.get(flag.pk, []):
             base = step.base_version
             if base is None or step.environment_id not in by_env:
                 continue
-            entry = documents.load(base.document)["flags"].get(flag.key)
+            if base.pk not in loaded:
+                loaded[base.pk] = documents.load(base.document)["flags"]
+            entry = loaded[base.pk].get(flag.key)
             if entry is not None:
                 entries.setdefault(step.environment_id, {})[flag.key] = entry
     plans = []
@@ -450,8 +517,7 @@ def flags_restore(*, actor: Any, application: Application, flags: Sequence[Flag]
                 f"Restoring brings the flag back to {', '.join(refused)} (protected): only admins "
                 "can do that."
             )
-    for flag in locked:
-        flag_services.mark_archived(actor=actor, flag=flag, archived=False)
+    _mark_archived(actor, locked, archived=False)
     keys = [f.key for f in locked]
     cleanup = Cleanup.objects.create(
         application=application,

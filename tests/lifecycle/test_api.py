@@ -227,8 +227,9 @@ def test_bulk_archive_over_the_api(api_as, editor, viewer, flags, beta, producti
     data = body.json()
     assert data["flags"] == ["promo", "release"]
     assert len(data["deployments"]) == 1  # only beta served them
-    missing = api_as(editor).post("apps/checkout/short-term/archive/", {"flags": ["promo"]})
-    assert missing.status_code == 404
+    again = api_as(editor).post("apps/checkout/short-term/archive/", {"flags": ["promo"]})
+    assert again.status_code == 400  # was 404: a selection of the wrong flags is a bad request
+    assert again.json()["error"]["fields"]["flags"][0]["code"] == "unknown_flag"
 
 
 def test_the_flag_archive_endpoint_deploys_too(api_as, editor, flags, beta, ofrep):
