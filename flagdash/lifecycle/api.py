@@ -336,6 +336,8 @@ def short_term_restore(request: HttpRequest, app_key: str) -> HttpResponse:
 
 
 def digest_get(request: HttpRequest) -> HttpResponse:
+    """An owner's digest (yours, or ``?owner=<username>``: any role reads everything), a page
+    at a time (``page``, ``page_size`` as every list; ``count`` is the total)."""
     name = request.GET.get("owner", "")
     owner: Any = request.user
     if name:
@@ -343,11 +345,12 @@ def digest_get(request: HttpRequest) -> HttpResponse:
         if owner is None:
             raise not_found(f"No user named “{name[:150]}”.")
     items = digest.digest_for(owner)
+    page, meta = _page(request, items)
     return json_response(
         {
             "owner": owner.get_username(),
             "ready_days": selectors.ready_days(),
-            "count": len(items),
-            "flags": [item.data() for item in items],
+            **meta,
+            "flags": [item.data() for item in page],
         }
     )
