@@ -121,6 +121,7 @@ def test_the_marker_is_written_only_after_the_mail_went_out(owned, editor):
     assert DigestDelivery.objects.get(owner=editor).flag_count == 2
 
 
+@pytest.mark.postgres
 def test_an_owner_being_mailed_by_another_worker_is_skipped(owned, editor):
     from django.db import connections
 
@@ -193,3 +194,35 @@ def test_the_json_digest_needs_a_role(owned, outsider, api_as):
     assert api_as(outsider).get("short-term/digest/").status_code == 403
     nul = api_as(outsider).get("short-term/digest/", query={"owner": "edi\x00tor"})
     assert nul.status_code == 400
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_racing_for_the_same_owner_send_one_mail(owned, editor):
+    import threading
+    import time
+
+    from django.core.mail import send_mail as real_send_mail
+    from django.db import connection
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)  # the SMTP exchange: long enough for the other worker to arrive
+        return real_send_mail(*args, **kwargs)
+
+    results = []
+
+    def worker():
+        try:
+            results.append(digest.digest_send(editor))
+        finally:
+            connection.close()
+
+    with mock.patch.object(digest, "send_mail", side_effect=slow):
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert sorted(results) == [False, True]
+    assert [m.to for m in mail.outbox] == [["editor@example.com"]]
+    assert DigestDelivery.objects.filter(owner=editor).count() == 1
