@@ -483,19 +483,19 @@ def parents_are_directories(root: bytes, rel: bytes, cache: dict[bytes, bool]) -
     per directory). ``git ls-files`` lists what the index holds: a path under a directory
     that has since been replaced by a link would otherwise be read from wherever it points."""
     parent = rel.rpartition(b"/")[0]
-    if not parent:
-        return True
-    known = cache.get(parent)
-    if known is not None:
-        return known
-    ok = parents_are_directories(root, parent, cache)
-    if ok:
-        try:
-            mode = os.lstat(os.path.join(root, parent)).st_mode  # noqa: PTH118
-        except OSError:
-            mode = 0
-        ok = stat.S_ISDIR(mode)
-    cache[parent] = ok
+    unknown = []  # the directories not decided yet, deepest first
+    while parent and parent not in cache:
+        unknown.append(parent)
+        parent = parent.rpartition(b"/")[0]
+    ok = cache.get(parent, True) if parent else True
+    for directory in reversed(unknown):  # from the top down: one lstat each, until one fails
+        if ok:
+            try:
+                mode = os.lstat(os.path.join(root, directory)).st_mode  # noqa: PTH118
+            except OSError:
+                mode = 0
+            ok = stat.S_ISDIR(mode)
+        cache[directory] = ok
     return ok
 
 
@@ -552,7 +552,10 @@ def scan_tree(
     git work tree. Raises ScanError when ``root`` is not a directory or the scan finds more
     than ``max_references`` references (nothing partial is ever returned)."""
     started = time.monotonic()
-    root = Path(root).resolve()
+    try:
+        root = Path(root).resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
+        raise ScanError(f"{root} cannot be resolved: {exc}") from exc
     if not root.is_dir():
         raise ScanError(f"{root} is not a directory.")
     pattern = compile_keys(keys)

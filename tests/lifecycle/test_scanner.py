@@ -344,3 +344,23 @@ def test_excerpts_are_one_line_without_bidi_controls_whatever_the_line_holds():
     (ref,) = scanner.scan_bytes(data, pattern, "a.py")
     assert ref.excerpt.startswith("x = 'beta'")
     assert not any(ch in ref.excerpt for ch in "\u2028\u202e\u2066\x0b\x0c\x85\n\r")
+
+
+def test_a_root_that_is_a_loop_of_links_is_refused_not_a_crash(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(scanner.ScanError):
+        scanner.scan_tree(tmp_path / "a", ["beta"])
+
+
+def test_parent_directories_are_checked_once_each_from_the_top(tmp_path):
+    write(tmp_path, "a/b/c/d.py", "")
+    (tmp_path / "x").symlink_to(tmp_path / "a")
+    cache: dict[bytes, bool] = {}
+    root = os.fsencode(tmp_path)
+    assert scanner.parents_are_directories(root, b"a/b/c/d.py", cache)
+    assert cache == {b"a": True, b"a/b": True, b"a/b/c": True}
+    assert not scanner.parents_are_directories(root, b"x/b/c/d.py", cache)
+    assert cache[b"x"] is False and cache[b"x/b/c"] is False
+    deep = b"/".join([b"d"] * 3000) + b"/f.py"  # no recursion limit to hit
+    assert not scanner.parents_are_directories(root, deep, cache)
