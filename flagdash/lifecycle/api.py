@@ -27,6 +27,7 @@ from flagdash.flags import api as flag_api
 from flagdash.flags.api_base import ApiError, Payload, json_response, not_found, payload
 from flagdash.flags.models import Flag
 from flagdash.lifecycle import digest, scanner, selectors, services
+from flagdash.lifecycle.forms import check_selection
 from flagdash.lifecycle.models import CodeReference, CodeReferenceScan, ScanSource
 
 User = get_user_model()
@@ -88,6 +89,58 @@ def code_references_get(request: HttpRequest, app_key: str) -> HttpResponse:
     return json_response(body)
 
 
+def _nul_at(value: Any, where: str) -> str | None:
+    """Where the first NUL character is in a JSON value (in a key or a string), or None."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{where}.{key}" if where else str(key)
+            if "\x00" in key:
+                return inner.replace("\x00", "\\u0000")
+            found = _nul_at(item, inner)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_at(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def refuse_nul(body: Payload) -> None:
+    """400 when the body holds a NUL character anywhere: no text flagdash stores may hold one
+    (PostgreSQL cannot), and no file name or source line does."""
+    where = _nul_at(body.data, "")
+    if where:
+        message = "Text may not contain NUL characters (\\u0000)."
+        raise ApiError(
+            400,
+            "invalid",
+            f"{where}: {message}",
+            fields={where: [{"code": "nul_character", "message": message}]},
+        )
+
+
+def _scanned_at(body: Payload) -> dt.datetime | None:
+    """``scanned_at`` as an aware datetime (None when absent; a 400 field error when it is not
+    an ISO 8601 date-time with a time zone). Its range is the service's to judge (422)."""
+    raw = body.string("scanned_at", nullable=True)
+    if not isinstance(raw, str):
+        return None
+    message = "Must be an ISO 8601 date-time with a time zone, e.g. 2026-11-21T13:04:02Z."
+    try:
+        value = parse_datetime(raw.strip()) if len(raw) <= 64 else None
+    except ValueError:  # well formed but not a date ("2026-13-45T…", an offset of 99 hours)
+        value = None
+        message = f"Not a valid date-time (“{raw[:40]}”). " + message
+    if value is None or value.tzinfo is None:
+        body.error("scanned_at", "invalid_datetime", message)
+        return None
+    return value
+
+
 def _nonnegative(body: Payload, name: str, *, required: bool = False) -> int:
     value = body.integer(name, required=required, default=0)
     return int(value) if isinstance(value, int) else 0
@@ -137,18 +190,9 @@ def code_references_post(request: HttpRequest, app_key: str) -> HttpResponse:
     app = flag_api._app(app_key)
     permissions.require_edit_flags(request.user)
     body = payload(request, allowed=SCAN_FIELDS, max_bytes=MAX_SCAN_BODY_BYTES)
+    refuse_nul(body)
     commit = body.string("commit", nullable=True)
-    scanned_raw = body.string("scanned_at", nullable=True)
-    scanned_at: dt.datetime | None = None
-    if isinstance(scanned_raw, str):
-        scanned_at = parse_datetime(scanned_raw)
-        if scanned_at is None or scanned_at.tzinfo is None:
-            body.error(
-                "scanned_at",
-                "invalid_datetime",
-                "Must be an ISO 8601 date-time with a time zone, e.g. 2026-11-21T13:04:02Z.",
-            )
-            scanned_at = None
+    scanned_at = _scanned_at(body)
     listing = body.string("listing", nullable=True) or ""
     files_scanned = _nonnegative(body, "files_scanned", required=True)
     counts = {name: _nonnegative(body, name) for name in ("skipped_binary", "skipped_large")}
@@ -258,18 +302,15 @@ def _cleanup(request: HttpRequest, app_key: str, *, restore: bool) -> HttpRespon
     body = payload(request, allowed=("flags",))
     keys = body.string_list("flags", required=True, default=[])
     body.check()
-    if not keys:
-        raise ApiError(
-            400,
-            "invalid",
-            "flags: give at least one flag key.",
-            fields={"flags": [{"code": "required", "message": "Give at least one flag key."}]},
-        )
-    found = selectors.flags_by_keys(app, keys, archived=restore)
-    missing = sorted(set(keys) - {f.key for f in found})
-    if missing:
-        state = "archived" if restore else "active"
-        raise not_found(f"{app.name} has no {state} flag {', '.join(missing[:10])}.")
+    found, errors = check_selection(app, keys, archived=restore)
+    if errors:
+        fields = {
+            "flags": [
+                {"code": e.code or "invalid", "message": m} for e in errors for m in e.messages
+            ]
+        }
+        message = "; ".join(f["message"] for f in fields["flags"])
+        raise ApiError(400, "invalid", f"flags: {message}", fields=fields)
     action = services.flags_restore if restore else services.flags_archive
     result = action(actor=request.user, application=app, flags=found)
     return json_response(
@@ -295,6 +336,8 @@ def short_term_restore(request: HttpRequest, app_key: str) -> HttpResponse:
 
 
 def digest_get(request: HttpRequest) -> HttpResponse:
+    """An owner's digest (yours, or ``?owner=<username>``: any role reads everything), a page
+    at a time (``page``, ``page_size`` as every list; ``count`` is the total)."""
     name = request.GET.get("owner", "")
     owner: Any = request.user
     if name:
@@ -302,11 +345,12 @@ def digest_get(request: HttpRequest) -> HttpResponse:
         if owner is None:
             raise not_found(f"No user named “{name[:150]}”.")
     items = digest.digest_for(owner)
+    page, meta = _page(request, items)
     return json_response(
         {
             "owner": owner.get_username(),
             "ready_days": selectors.ready_days(),
-            "count": len(items),
-            "flags": [item.data() for item in items],
+            **meta,
+            "flags": [item.data() for item in page],
         }
     )

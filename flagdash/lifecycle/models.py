@@ -9,7 +9,8 @@ weekly status snapshots and the digest's bookkeeping.
 - ``Cleanup`` / ``CleanupStep``: one archive or restore of one or more flags, and the version
   and deployment it made per environment (so the flag page can say what became of them).
 - ``StatusSnapshot``: counts per status per application and week, for the chart.
-- ``DigestDelivery``: which owner got which week's digest (a claim: sent at most once).
+- ``DigestDelivery``: which owner got which week's digest (written once the mail went out;
+  checked under a per-owner lock before sending, so at most one per week).
 """
 
 from __future__ import annotations

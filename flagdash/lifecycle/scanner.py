@@ -13,7 +13,16 @@ What is scanned:
   ``IgnoreRules``). ``.git`` (and ``.hg``, ``.svn``) are never entered; symbolic links are
   never followed.
 - **Skipped:** files over ``MAX_FILE_BYTES`` (1 MiB: generated or vendored code, data),
-  binaries (a NUL byte in the first 8 KiB, as git decides), anything that is not a regular file.
+  binaries (a NUL byte in the first 8 KiB, as git decides), anything that is not a regular file,
+  symbolic links (never followed: not to a file, not to a directory, not as a parent directory
+  of a path git lists, so nothing outside the tree is read and a link loop cannot hang).
+- **Text.** Files are matched as bytes and read as UTF-8; bytes that are not UTF-8 (Latin-1,
+  say) show as U+FFFD in excerpts and never stop the scan. A file that starts with a UTF-16 or
+  UTF-32 byte-order mark is decoded from that encoding first (without a BOM such a file holds
+  NUL bytes and is skipped as binary, as git does).
+- **Names.** A path is stored as text: bytes of a file name that are not UTF-8 as ``\\xNN``,
+  control and bidirectional-formatting characters as ``\\xNN`` / ``\\uNNNN`` escapes, so a
+  stored path names its file unambiguously and cannot reorder what is displayed around it.
 - **What matches:** a key as a whole token. Keys are ``[a-z][a-z0-9_-]*``, so the characters
   around a match must not be letters (either case), digits, ``_`` or ``-``: the key ``beta``
   matches ``flags.get("beta")`` and ``beta.enabled`` but not ``alphabeta_x``, ``beta-2`` or
@@ -26,6 +35,7 @@ key matched. 50,000 files take a few seconds (``make bench-scan``).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -43,10 +53,39 @@ MAX_REFERENCES = 50_000
 SKIPPED_DIRS = frozenset({b".git", b".hg", b".svn"})
 KEY_CHARS = rb"A-Za-z0-9_\-"
 GIT_TIMEOUT_SECONDS = 120
+# How many bytes of a line around a match are decoded for its excerpt: enough for
+# MAX_EXCERPT_CHARS characters of up to 4 bytes each on either side, so a megabyte-long
+# minified line costs the same as a short one.
+EXCERPT_WINDOW_BYTES = 4 * MAX_EXCERPT_CHARS + 4
+# Characters that would break a one-line display or reorder the text around them (Trojan
+# Source, CVE-2021-42574): C0 and C1 controls, line and paragraph separators, the bidi
+# embeddings, overrides, isolates and marks, and lone surrogates (not storable as UTF-8).
+UNSAFE_TEXT = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_NON_BLANK = re.compile(rb"[^ \t\r\n\f\v]")
+BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
 
 
 class ScanError(Exception):
     """The scan cannot produce a result (a message a person can act on)."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def path_text(raw: bytes) -> str:
+    """A file name's bytes as a path to store and show: UTF-8, with undecodable bytes as
+    ``\\xNN`` and unsafe characters (``UNSAFE_TEXT``) as ``\\xNN`` / ``\\uNNNN``, so two
+    different names never become the same text and nothing in a name reorders a display."""
+    return UNSAFE_TEXT.sub(_escape, raw.decode("utf-8", errors="backslashreplace"))
 
 
 @dataclass(frozen=True, order=True)
@@ -64,6 +103,7 @@ class ScanResult:
     skipped_binary: int = 0
     skipped_large: int = 0
     skipped_unreadable: int = 0
+    skipped_symlinks: int = 0
     duration_ms: int = 0
     listing: str = "walk"  # "git" (git ls-files) or "walk" (.gitignore rules applied here)
 
@@ -117,8 +157,25 @@ def compile_keys(keys: Iterable[str]) -> re.Pattern[bytes] | None:
     return re.compile(rb"(?<![" + KEY_CHARS + rb"])(" + body + rb")(?![" + KEY_CHARS + rb"])")
 
 
-def excerpt_of(line: bytes, start: int, end: int) -> str:
-    """The line, trimmed, at most MAX_EXCERPT_CHARS characters, keeping the match visible."""
+def excerpt_of(
+    line: bytes, start: int, end: int, *, more_before: bool = False, more_after: bool = False
+) -> str:
+    """The line, trimmed, at most MAX_EXCERPT_CHARS characters, keeping the match visible.
+
+    ``line`` may be a window of a longer line (``scan_bytes`` passes at most
+    EXCERPT_WINDOW_BYTES either side of the match, so the work per reference is bounded however
+    long the line is); ``more_before`` / ``more_after`` say the line goes on beyond it."""
+    text = _excerpt(line, start, end)
+    if more_before and not text.startswith("…"):
+        text = "…" + text
+    if more_after and not text.endswith("…"):
+        text += "…"
+    if len(text) > MAX_EXCERPT_CHARS:  # only when the window ends in a long run of blanks
+        text = text[: MAX_EXCERPT_CHARS - 1] + "…"
+    return text
+
+
+def _excerpt(line: bytes, start: int, end: int) -> str:
     text = line.decode("utf-8", errors="replace")
     before = len(line[:start].decode("utf-8", errors="replace"))
     match_len = len(line[start:end].decode("utf-8", errors="replace"))
@@ -137,6 +194,15 @@ def excerpt_of(line: bytes, start: int, end: int) -> str:
     return (prefix + window + suffix)[:MAX_EXCERPT_CHARS]
 
 
+def _continues(data: bytes, at: int, *, backwards: bool) -> bool:
+    """Whether the line holds more than blanks before (or after) ``at``."""
+    if backwards:
+        line_start = data.rfind(b"\n", 0, at) + 1
+        return _NON_BLANK.search(data, line_start, at) is not None
+    line_end = data.find(b"\n", at)
+    return _NON_BLANK.search(data, at, len(data) if line_end == -1 else line_end) is not None
+
+
 def scan_bytes(data: bytes, pattern: re.Pattern[bytes], path: str) -> Iterator[Reference]:
     """Every reference in one file's contents (one per key and line)."""
     line_no = 1
@@ -150,16 +216,26 @@ def scan_bytes(data: bytes, pattern: re.Pattern[bytes], path: str) -> Iterator[R
         if (key, line_no) in seen:
             continue
         seen.add((key, line_no))
-        line_start = data.rfind(b"\n", 0, start) + 1
-        line_end = data.find(b"\n", start)
+        end = match.end()
+        line_start = data.rfind(b"\n", max(0, start - EXCERPT_WINDOW_BYTES), start) + 1
+        if line_start == 0:  # no line break in the window: the line starts further back
+            line_start = max(0, start - EXCERPT_WINDOW_BYTES)
+        line_end = data.find(b"\n", end, end + EXCERPT_WINDOW_BYTES)
         if line_end == -1:
-            line_end = len(data)
-        line = data[line_start:line_end]
+            line_end = min(len(data), end + EXCERPT_WINDOW_BYTES)
+        more_before = line_start > 0 and data[line_start - 1 : line_start] != b"\n"
+        more_after = line_end < len(data) and data[line_end : line_end + 1] != b"\n"
         yield Reference(
             path=path,
             line=line_no,
             flag=key,
-            excerpt=excerpt_of(line, start - line_start, match.end() - line_start),
+            excerpt=excerpt_of(
+                data[line_start:line_end],
+                start - line_start,
+                end - line_start,
+                more_before=more_before and _continues(data, line_start, backwards=True),
+                more_after=more_after and _continues(data, line_end, backwards=False),
+            ),
         )
 
 
@@ -318,8 +394,9 @@ def walk_files(root: Path) -> Iterator[tuple[bytes, str]]:
             name = os.fsdecode(entry.name) if isinstance(entry.name, bytes) else entry.name
             rel = f"{rel_dir}/{name}" if rel_dir else name
             try:
-                if entry.is_symlink():
-                    continue
+                # A symbolic link is listed as a file (as git lists it) and never followed:
+                # read_candidate refuses to open it, so a link out of the tree or a loop of
+                # links is counted as skipped and costs nothing.
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
@@ -372,7 +449,7 @@ def git_files(root: Path) -> Iterator[tuple[bytes, str]]:
         parts = raw.split(b"/")
         if any(part in SKIPPED_DIRS for part in parts[:-1]):
             continue
-        yield os.path.join(root_b, raw), raw.decode("utf-8", errors="replace")  # noqa: PTH118
+        yield os.path.join(root_b, raw), os.fsdecode(raw)  # noqa: PTH118
 
 
 def git_head(root: Path) -> str | None:
@@ -392,15 +469,55 @@ def git_head(root: Path) -> str | None:
 
 # --- reading ---------------------------------------------------------------------------------
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
+
+
+def parents_are_directories(root: bytes, rel: bytes, cache: dict[bytes, bool]) -> bool:
+    """Whether every directory on the way from ``root`` to ``rel`` is a real directory, not a
+    symbolic link (``cache`` remembers each directory's answer, so a tree costs one ``lstat``
+    per directory). ``git ls-files`` lists what the index holds: a path under a directory
+    that has since been replaced by a link would otherwise be read from wherever it points."""
+    parent = rel.rpartition(b"/")[0]
+    unknown = []  # the directories not decided yet, deepest first
+    while parent and parent not in cache:
+        unknown.append(parent)
+        parent = parent.rpartition(b"/")[0]
+    ok = cache.get(parent, True) if parent else True
+    for directory in reversed(unknown):  # from the top down: one lstat each, until one fails
+        if ok:
+            try:
+                mode = os.lstat(os.path.join(root, directory)).st_mode  # noqa: PTH118
+            except OSError:
+                mode = 0
+            ok = stat.S_ISDIR(mode)
+        cache[directory] = ok
+    return ok
+
+
+def _decoded(data: bytes) -> bytes | None:
+    """The text of a file that starts with a byte-order mark, as UTF-8 (None: no BOM)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:]
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(encoding, errors="replace").encode("utf-8")
+    return None
 
 
 def read_candidate(path: bytes) -> tuple[str, bytes]:
-    """("ok", data) or ("large" | "binary" | "unreadable" | "special", b"")."""
+    """("ok", data) or ("large" | "binary" | "unreadable" | "special" | "symlink", b"").
+
+    ``data`` is UTF-8 or meant to be (a file with a UTF-16 or UTF-32 byte-order mark is
+    decoded; a UTF-8 BOM is dropped)."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
-    except OSError:  # gone, a symlink (O_NOFOLLOW), no permission
-        return "unreadable", b""
+    except OSError as exc:  # gone, a symlink (O_NOFOLLOW), no permission
+        return ("symlink" if exc.errno == errno.ELOOP else "unreadable"), b""
     with open(fd, "rb", closefd=True) as handle:  # noqa: PTH123 (a file descriptor)
         try:
             info = os.fstat(handle.fileno())
@@ -413,6 +530,9 @@ def read_candidate(path: bytes) -> tuple[str, bytes]:
             return "unreadable", b""
     if len(data) > MAX_FILE_BYTES:  # grew since fstat
         return "large", b""
+    decoded = _decoded(data)
+    if decoded is not None:
+        return "ok", decoded
     if b"\0" in data[:BINARY_SNIFF_BYTES]:
         return "binary", b""
     return "ok", data
@@ -432,7 +552,10 @@ def scan_tree(
     git work tree. Raises ScanError when ``root`` is not a directory or the scan finds more
     than ``max_references`` references (nothing partial is ever returned)."""
     started = time.monotonic()
-    root = Path(root).resolve()
+    try:
+        root = Path(root).resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
+        raise ScanError(f"{root} cannot be resolved: {exc}") from exc
     if not root.is_dir():
         raise ScanError(f"{root} is not a directory.")
     pattern = compile_keys(keys)
@@ -440,11 +563,24 @@ def scan_tree(
         use_git = git_toplevel(root)
     result = ScanResult(listing="git" if use_git else "walk")
     files = git_files(root) if use_git else walk_files(root)
-    for absolute, rel in files:
-        if len(rel) > MAX_PATH_CHARS or "\n" in rel or "\r" in rel:
+    root_b = os.fsencode(root)
+    directories: dict[bytes, bool] = {}
+    for absolute, name in files:
+        raw = os.fsencode(name)
+        if b"\n" in raw or b"\r" in raw:
             result.skipped_unreadable += 1  # no one-line reference can name it
             continue
+        rel = path_text(raw)
+        if len(rel) > MAX_PATH_CHARS:
+            result.skipped_unreadable += 1
+            continue
+        if use_git and not parents_are_directories(root_b, raw, directories):
+            result.skipped_symlinks += 1
+            continue
         outcome, data = read_candidate(absolute)
+        if outcome == "symlink":
+            result.skipped_symlinks += 1
+            continue
         if outcome == "large":
             result.skipped_large += 1
             continue

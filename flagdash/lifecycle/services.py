@@ -19,14 +19,14 @@ from django.utils import timezone
 
 from flagdash.accounts import permissions
 from flagdash.audit.models import Action
-from flagdash.audit.services import audit_record
+from flagdash.audit.services import AuditEntry, audit_record, audit_record_many
 from flagdash.core.canonical import canonical_json, sha256_hex
 from flagdash.core.errors import field_error
 from flagdash.deployments import services as deployment_services
 from flagdash.deployments.models import Deployment
 from flagdash.flags import documents
 from flagdash.flags import services as flag_services
-from flagdash.flags.models import Application, ConfigVersion, Environment, Flag
+from flagdash.flags.models import Application, ConfigVersion, Environment, Flag, FlagSetting
 from flagdash.lifecycle import scanner
 from flagdash.lifecycle.models import (
     Cleanup,
@@ -40,6 +40,15 @@ from flagdash.lifecycle.models import (
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{7,64}$")
 MAX_ERRORS = 20
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+EARLIEST_SCAN = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+# What str.splitlines() breaks a line at: a path or an excerpt holding one is refused (422).
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+# Dropped from uploaded paths and excerpts: the other C0 and C1 controls, and the bidi
+# embeddings, overrides, isolates and marks that can make a line display in an order other
+# than its logical one (Trojan Source, CVE-2021-42574).
+STRIPPED_CHARS = re.compile(
+    "[\x01-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def _check(actor: Any, check: Any, *args: Any) -> None:
@@ -74,13 +83,19 @@ def _valid_path(path: str) -> str | None:
         return "The path is empty."
     if len(path) > scanner.MAX_PATH_CHARS:
         return f"At most {scanner.MAX_PATH_CHARS} characters (this is {len(path)})."
-    if any(ch in path for ch in "\x00\n\r"):
+    if "\x00" in path or not LINE_BREAKS.isdisjoint(path):
         return "A path is one line without NUL characters."
     if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path):
         return "Give the path relative to the scanned directory (not absolute)."
     if any(part in ("", ".", "..") for part in path.split("/")):
         return "The path has an empty, “.” or “..” part."
     return None
+
+
+def _strip_controls(text: str) -> str:
+    """``text`` without bidi controls and control characters (tabs become spaces). NUL and
+    line breaks are left in, for the checks that refuse them."""
+    return STRIPPED_CHARS.sub("", text.replace("\t", " "))
 
 
 def clean_scan_upload(
@@ -112,6 +127,8 @@ def clean_scan_upload(
         error("commit", "A commit is 7 to 64 hexadecimal characters (a git SHA).", "invalid")
     if scanned_at is not None and scanned_at > now + FUTURE_TOLERANCE:
         error("scanned_at", "The scan cannot have run in the future.", "in_future")
+    elif scanned_at is not None and scanned_at < EARLIEST_SCAN:
+        error("scanned_at", "The scan cannot have run before 2000-01-01.", "too_early")
     for name, value in (
         ("files_scanned", files_scanned),
         ("duration_ms", duration_ms),
@@ -134,8 +151,12 @@ def clean_scan_upload(
     cleaned: list[scanner.Reference] = []
     for i, ref in enumerate(references[: scanner.MAX_REFERENCES]):
         where = f"references[{i}]"
-        flag, path, line = ref["flag"], ref["path"], ref["line"]
-        excerpt = ref.get("excerpt") or ""
+        flag, line = ref["flag"], ref["line"]
+        # Bidi controls and other invisible control characters are dropped before anything
+        # is judged or stored, so no path or excerpt can reorder what is shown around it
+        # (Trojan Source); line breaks are refused below (a reference is one line).
+        path = _strip_controls(ref["path"])
+        excerpt = _strip_controls(ref.get("excerpt") or "")
         bad = False
         if flag not in known:
             error(f"{where}.flag", f"{application.name} has no flag “{flag[:64]}”.", "unknown_flag")
@@ -154,7 +175,7 @@ def clean_scan_upload(
                 "too_long",
             )
             bad = True
-        elif any(ch in excerpt for ch in "\x00\n\r"):
+        elif "\x00" in excerpt or not LINE_BREAKS.isdisjoint(excerpt):
             error(f"{where}.excerpt", "An excerpt is one line without NUL characters.", "invalid")
             bad = True
         if bad:
@@ -279,6 +300,7 @@ def _lock_flags(application: Application, flags: Sequence[Flag]) -> list[Flag]:
     locked = list(
         Flag.objects.select_for_update(of=("self",))
         .select_related("application", "owner")
+        .prefetch_related("tags")  # for the audit snapshots, in one query
         .filter(pk__in={f.pk for f in flags})
         .order_by("pk")
     )
@@ -288,6 +310,63 @@ def _lock_flags(application: Application, flags: Sequence[Flag]) -> list[Flag]:
                 "flags", f"{flag.key} is not a flag of {application.name}.", "invalid"
             )
     return sorted(locked, key=lambda f: f.key)
+
+
+def _protected_environments_using(
+    flags: Sequence[Flag], environments: Sequence[Environment]
+) -> dict[int, list[Environment]]:
+    """Per flag id, the protected environments where it is on or in the latest saved version
+    (``flag_services.protected_environments_using`` for many flags at once: one query for
+    the settings and one per protected environment, however many flags)."""
+    protected = [env for env in environments if env.protected]
+    if not protected:
+        return {}
+    keys = {flag.pk: flag.key for flag in flags}
+    in_latest: dict[int, set[str]] = {}
+    for env in protected:
+        latest = flag_services.latest_version(env)
+        in_latest[env.pk] = set(documents.load(latest.document)["flags"]) if latest else set()
+    settings = FlagSetting.objects.filter(flag__in=flags, environment__in=protected)
+    using = {
+        (flag_id, env_id)
+        for flag_id, env_id, enabled in settings.values_list("flag_id", "environment_id", "enabled")
+        if enabled or keys[flag_id] in in_latest[env_id]
+    }
+    found: dict[int, list[Environment]] = {}
+    for flag in flags:
+        for env in protected:
+            if (flag.pk, env.pk) in using:
+                found.setdefault(flag.pk, []).append(env)
+    return found
+
+
+def _mark_archived(actor: Any, flags: Sequence[Flag], *, archived: bool) -> None:
+    """``flag_services.mark_archived`` for many flags: one UPDATE and one batch of audit
+    events. The caller has locked the flags and checked their state and permissions."""
+    before = {flag.pk: flag_services.flag_snapshot(flag) for flag in flags}
+    now = timezone.now()
+    Flag.objects.filter(pk__in=[f.pk for f in flags]).update(
+        archived_at=now if archived else None, updated_at=now
+    )
+    for flag in flags:
+        flag.archived_at = now if archived else None
+        flag.updated_at = now
+    audit_record_many(
+        actor=actor,
+        entries=[
+            AuditEntry(
+                action=Action.FLAG_ARCHIVED if archived else Action.FLAG_RESTORED,
+                target_type="flag",
+                target_id=flag.pk,
+                target_repr=f"{flag.application.key}/{flag.key}",
+                application=flag.application,
+                flag=flag,
+                before=before[flag.pk],
+                after=flag_services.flag_snapshot(flag),
+            )
+            for flag in flags
+        ],
+    )
 
 
 def _base_document(environment: Environment) -> tuple[ConfigVersion | None, dict[str, Any]]:
@@ -340,8 +419,9 @@ def flags_archive(*, actor: Any, application: Application, flags: Sequence[Flag]
             if not permissions.can_edit_environment(actor, env):
                 for key in present:
                     blocked.setdefault(key, []).append(env.name)
+        using = _protected_environments_using(locked, environments)
         for flag in locked:
-            for env in flag_services.protected_environments_using(flag):
+            for env in using.get(flag.pk, []):
                 if not permissions.can_admin(actor) and env.name not in blocked.get(flag.key, []):
                     blocked.setdefault(flag.key, []).append(env.name)
         if blocked:
@@ -349,8 +429,7 @@ def flags_archive(*, actor: Any, application: Application, flags: Sequence[Flag]
             raise PermissionDenied(
                 f"Only admins can archive a flag live in a protected environment ({where})."
             )
-    for flag in locked:
-        flag_services.mark_archived(actor=actor, flag=flag, archived=True)
+    _mark_archived(actor, locked, archived=True)
     cleanup = Cleanup.objects.create(
         application=application,
         action=CleanupAction.ARCHIVE,
@@ -376,15 +455,20 @@ def flags_archive(*, actor: Any, application: Application, flags: Sequence[Flag]
     return CleanupResult(cleanup, locked, deployments)
 
 
-def _last_archive_steps(flag: Flag) -> list[CleanupStep]:
-    cleanup = (
-        Cleanup.objects.filter(flags=flag, action=CleanupAction.ARCHIVE)
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    if cleanup is None:
-        return []
-    return list(cleanup.steps.select_related("base_version"))
+def _last_archive_steps(flags: Sequence[Flag]) -> dict[int, list[CleanupStep]]:
+    """Per flag id, the steps of the last cleanup that archived it (two queries in all)."""
+    links = Cleanup.flags.through.objects.filter(
+        flag__in=flags, cleanup__action=CleanupAction.ARCHIVE
+    ).order_by("flag_id", "-cleanup__created_at", "-cleanup_id")
+    last: dict[int, int] = {}
+    for flag_id, cleanup_id in links.values_list("flag_id", "cleanup_id"):
+        last.setdefault(flag_id, cleanup_id)
+    steps: dict[int, list[CleanupStep]] = {}
+    for step in CleanupStep.objects.filter(cleanup_id__in=set(last.values())).select_related(
+        "base_version"
+    ):
+        steps.setdefault(step.cleanup_id, []).append(step)
+    return {flag_id: steps.get(cleanup_id, []) for flag_id, cleanup_id in last.items()}
 
 
 @transaction.atomic(durable=True)
@@ -403,12 +487,16 @@ def flags_restore(*, actor: Any, application: Application, flags: Sequence[Flag]
         raise field_error("flags", f"Not archived: {', '.join(active)}.", "no_change")
     by_env = {env.pk: env for env in environments}
     entries: dict[int, dict[str, dict[str, Any]]] = {}  # env id → key → entry to bring back
+    loaded: dict[int, dict[str, Any]] = {}  # version id → its flags
+    archive_steps = _last_archive_steps(locked)
     for flag in locked:
-        for step in _last_archive_steps(flag):
+        for step in archive_steps.get(flag.pk, []):
             base = step.base_version
             if base is None or step.environment_id not in by_env:
                 continue
-            entry = documents.load(base.document)["flags"].get(flag.key)
+            if base.pk not in loaded:
+                loaded[base.pk] = documents.load(base.document)["flags"]
+            entry = loaded[base.pk].get(flag.key)
             if entry is not None:
                 entries.setdefault(step.environment_id, {})[flag.key] = entry
     plans = []
@@ -429,8 +517,7 @@ def flags_restore(*, actor: Any, application: Application, flags: Sequence[Flag]
                 f"Restoring brings the flag back to {', '.join(refused)} (protected): only admins "
                 "can do that."
             )
-    for flag in locked:
-        flag_services.mark_archived(actor=actor, flag=flag, archived=False)
+    _mark_archived(actor, locked, archived=False)
     keys = [f.key for f in locked]
     cleanup = Cleanup.objects.create(
         application=application,

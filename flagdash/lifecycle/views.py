@@ -30,7 +30,7 @@ from flagdash.flags import services as flag_services
 from flagdash.flags.forms import apply_service_errors
 from flagdash.flags.models import Application, Flag
 from flagdash.lifecycle import charts, selectors, services
-from flagdash.lifecycle.forms import RowForm
+from flagdash.lifecycle.forms import RowForm, check_selection
 
 LIST_TEMPLATE = "lifecycle/short_term.html"
 CONFIRM_TEMPLATE = "lifecycle/archive_confirm.html"
@@ -193,7 +193,7 @@ def short_term_edit(request: HttpRequest, app_key: str, flag_key: str) -> HttpRe
 
 def _selected(request: HttpRequest) -> list[str]:
     source = request.POST if request.method == "POST" else request.GET
-    return [k for k in source.getlist("flag") if k][:500]
+    return [k for k in source.getlist("flag") if k]
 
 
 def _confirm_or_done(
@@ -204,14 +204,12 @@ def _confirm_or_done(
         if is_partial(request):
             return reswap(HttpResponse(_toast(request, text, "error"), status=403), "none")
         raise PermissionDenied(text)
-    flags = selectors.flags_by_keys(app, keys, archived=restore)
-    missing = sorted(set(keys) - {f.key for f in flags})
-    error, status = "", 200
-    if not keys:
-        error = "Select at least one flag."
-    elif missing:
-        state = "archived" if restore else "active"
-        error = f"No {state} flag {', '.join(missing[:10])} in {app.name} (changed meanwhile?)."
+    # Every selected key must be one of this application's flags in the right state: a key
+    # that is not (a NUL, another application's flag, archived meanwhile) is named in the
+    # error and nothing changes; the others are shown, ready to confirm again.
+    flags, errors = check_selection(app, keys, archived=restore)
+    error = " ".join(m for e in errors for m in e.messages)
+    status = 200
     if request.method == "POST" and request.POST.get("confirm") == "yes" and not error:
         action = services.flags_restore if restore else services.flags_archive
         try:

@@ -3,6 +3,7 @@ bulk archive, and the digest."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -226,8 +227,9 @@ def test_bulk_archive_over_the_api(api_as, editor, viewer, flags, beta, producti
     data = body.json()
     assert data["flags"] == ["promo", "release"]
     assert len(data["deployments"]) == 1  # only beta served them
-    missing = api_as(editor).post("apps/checkout/short-term/archive/", {"flags": ["promo"]})
-    assert missing.status_code == 404
+    again = api_as(editor).post("apps/checkout/short-term/archive/", {"flags": ["promo"]})
+    assert again.status_code == 400  # was 404: a selection of the wrong flags is a bad request
+    assert again.json()["error"]["fields"]["flags"][0]["code"] == "unknown_flag"
 
 
 def test_the_flag_archive_endpoint_deploys_too(api_as, editor, flags, beta, ofrep):
@@ -236,3 +238,130 @@ def test_the_flag_archive_endpoint_deploys_too(api_as, editor, flags, beta, ofre
     assert response.status_code == 200
     assert response.json()["archived"] is True
     assert [d["state"] for d in response.json()["deployments"]] == ["queued"]
+
+
+# --- what an upload may hold -------------------------------------------------------------------
+
+
+def test_bidi_and_control_characters_are_stripped_from_paths_and_excerpts(api_as, editor, flags):
+    """Trojan Source: a stored excerpt must display in the order its characters are stored."""
+    refs = [
+        {
+            "flag": "promo",
+            "path": "web/\u202eevil\u202c\u2066.ts",
+            "line": 3,
+            "excerpt": "if (isAdmin) {\u202e } \u2066// check later\u2069 \u2067\u200f{\x1b[31m",
+        },
+        {"flag": "release", "path": "lib/\x07x\u200e.py", "line": 1, "excerpt": "a\tb\x7f\x9b"},
+    ]
+    response = api_as(editor).post(URL, good(references=refs))
+    assert response.status_code == 201, response.content
+    stored = sorted(CodeReference.objects.values_list("path", "excerpt"))
+    assert stored == [
+        ("lib/x.py", "a b"),
+        ("web/evil.ts", "if (isAdmin) { } // check later {[31m"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ref(path="a\x00.py"),
+        ref(excerpt="x\x00y"),
+        ref(flag="promo\x00"),
+        {"commit": SHA[:8] + "\x00"},
+        {"listing": "git\x00"},
+        {"scanned_at": "2026-11-21T13:04:02Z\x00"},
+        {"references": [{"flag": "promo", "path": "a.py", "line": 1, "ex\x00": "x"}]},
+    ],
+)
+def test_a_nul_character_anywhere_is_400_and_keeps_the_previous_scan(api_as, editor, flags, body):
+    api = api_as(editor)
+    assert api.post(URL, good()).status_code == 201
+    response = api.post(URL, good(**body))
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert "NUL" in error["message"]
+    assert [e["code"] for errs in error["fields"].values() for e in errs] == ["nul_character"]
+    assert CodeReference.objects.count() == 3
+    assert CodeReferenceScan.objects.get().commit == SHA
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-13-45T00:00:00Z",  # well formed, not a date: was a 500
+        "2026-02-30T10:00:00Z",
+        "2026-11-21T13:04:02+99:00",  # an offset of 99 hours
+        "2026-11-21T25:00:00Z",
+        "2026-11-21",  # a date without a time
+        "1700000000",  # a Unix timestamp
+        "x" * 100,
+    ],
+)
+def test_a_scanned_at_that_is_not_a_date_time_is_400_naming_the_field(api_as, editor, flags, value):
+    api = api_as(editor)
+    assert api.post(URL, good()).status_code == 201
+    response = api.post(URL, good(scanned_at=value))
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["fields"]["scanned_at"][0]["code"] == "invalid_datetime"
+    assert error["message"].startswith("scanned_at: ")
+    assert CodeReferenceScan.objects.get().scanned_at.isoformat() == "2026-11-21T13:04:02+00:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("1999-12-31T23:59:59Z", "too_early"),
+        ("0001-01-01T00:00:00+14:00", "too_early"),
+        ("2999-01-01T00:00:00Z", "in_future"),
+    ],
+)
+def test_a_scanned_at_out_of_range_is_422(api_as, editor, flags, value, code):
+    response = api_as(editor).post(URL, good(scanned_at=value))
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["fields"]["scanned_at"][0]["code"] == code
+    assert nothing_stored()
+
+
+def test_a_scanned_at_a_minute_ahead_is_accepted_clock_skew(api_as, editor, flags):
+    from django.utils import timezone
+
+    ahead = (timezone.now() + dt.timedelta(minutes=1)).isoformat()
+    assert api_as(editor).post(URL, good(scanned_at=ahead)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "code"),
+    [
+        (ref(line=True), 400, f"{R0}.line", "invalid"),
+        (ref(line=1.0), 400, f"{R0}.line", "invalid"),
+        (ref(line=-3), 422, f"{R0}.line", "out_of_range"),
+        (ref(line=2**31), 422, f"{R0}.line", "out_of_range"),
+        (ref(line=2**70), 422, f"{R0}.line", "out_of_range"),
+        (ref(path="p" * 1025), 422, f"{R0}.path", "invalid_path"),
+        (ref(path="a\u2028b.py"), 422, f"{R0}.path", "invalid_path"),
+        (ref(excerpt="a\rb"), 422, f"{R0}.excerpt", "invalid"),
+        ({"commit": "ABC"}, 422, "commit", "invalid"),
+        ({"commit": "g" * 40}, 422, "commit", "invalid"),
+        ({"commit": "a" * 65}, 422, "commit", "invalid"),
+    ],
+)
+def test_lines_paths_and_commits_are_checked(api_as, editor, flags, body, status, field, code):
+    response = api_as(editor).post(URL, good(**body))
+    assert response.status_code == status, response.content
+    assert response.json()["error"]["fields"][field][0]["code"] == code
+    assert nothing_stored()
+
+
+def test_more_references_than_the_cap_are_refused(api_as, editor, flags, monkeypatch):
+    from flagdash.lifecycle import scanner
+
+    monkeypatch.setattr(scanner, "MAX_REFERENCES", 3)
+    refs = [{"flag": "promo", "path": "a.py", "line": i} for i in range(1, 5)]
+    response = api_as(editor).post(URL, good(references=refs))
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["references"][0]["code"] == "too_many"
+    assert nothing_stored()

@@ -83,3 +83,146 @@ def test_the_digest_is_also_json(owned, editor, viewer, api_as):
     theirs = api_as(viewer).get("short-term/digest/", query={"owner": "admin"}).json()
     assert [f["flag"] for f in theirs["flags"]] == ["admins"]
     assert api_as(viewer).get("short-term/digest/", query={"owner": "ghost"}).status_code == 404
+
+
+# --- once per owner and week, whatever fails or runs twice --------------------------------------
+
+
+def test_a_second_run_later_in_the_same_week_mails_no_one_again(owned, editor, admin_user):
+    monday = timezone.now() - dt.timedelta(days=timezone.localdate().weekday())
+    assert digest.digest_send_all(now=monday).sent == 2
+    assert digest.digest_send_all(now=monday + dt.timedelta(days=3)).sent == 0
+    assert len(mail.outbox) == 2
+    assert digest.digest_send_all(now=monday + dt.timedelta(days=7)).sent == 2  # next week
+
+
+def test_a_worker_killed_while_mailing_leaves_no_marker_so_the_next_run_mails(owned, editor):
+    """The marker was claimed before sending: a worker killed (hard time limit, OOM) after
+    the claim and before the mail went out left the owner without a digest for the week."""
+    killed = mock.patch.object(digest, "send_mail", side_effect=KeyboardInterrupt)
+    with killed, pytest.raises(KeyboardInterrupt):
+        digest.digest_send(editor)
+    assert not DigestDelivery.objects.exists()
+    assert digest.digest_send(editor) is True
+    assert [m.to for m in mail.outbox] == [["editor@example.com"]]
+    assert DigestDelivery.objects.get().owner == editor
+
+
+def test_the_marker_is_written_only_after_the_mail_went_out(owned, editor):
+    seen = []
+
+    def send(*args, **kwargs):
+        seen.append(DigestDelivery.objects.filter(owner=editor).exists())
+        return 1
+
+    with mock.patch.object(digest, "send_mail", side_effect=send):
+        assert digest.digest_send(editor) is True
+    assert seen == [False]
+    assert DigestDelivery.objects.get(owner=editor).flag_count == 2
+
+
+@pytest.mark.postgres
+def test_an_owner_being_mailed_by_another_worker_is_skipped(owned, editor):
+    from django.db import connections
+
+    other = connections.create_connection("default")  # another worker's session
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_lock(%s, %s)", [digest._DIGEST_LOCK_NAMESPACE, editor.pk]
+            )
+        assert digest.digest_send(editor) is False
+        assert mail.outbox == []
+        with other.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", [digest._DIGEST_LOCK_NAMESPACE, editor.pk]
+            )
+    finally:
+        other.close()
+    assert digest.digest_send(editor) is True
+
+
+def test_a_failure_for_one_owner_does_not_stop_the_others_and_is_retried(
+    owned, editor, admin_user, caplog
+):
+    from django.core.mail import send_mail as real_send_mail
+
+    failures = {"admin@example.com": 1}
+
+    def flaky(subject, body, sender, to):
+        if failures.get(to[0]):
+            failures[to[0]] -= 1
+            raise OSError("smtp: 451 try again later")
+        return real_send_mail(subject, body, sender, to)
+
+    with mock.patch.object(digest, "send_mail", side_effect=flaky):
+        result = tasks.lifecycle_digest_task.apply()  # eager: its retries run at once
+    assert result.successful(), result.traceback
+    assert sorted(m.to[0] for m in mail.outbox) == ["admin@example.com", "editor@example.com"]
+    assert DigestDelivery.objects.count() == 2
+    assert "digest to admin failed" in caplog.text
+
+
+def test_owners_without_an_address_are_skipped_with_a_log_line(owned, editor, caplog):
+    editor.email = ""
+    editor.save(update_fields=["email"])
+    with caplog.at_level("INFO", logger="flagdash.lifecycle.digest"):
+        assert digest.digest_send_all().sent == 1  # admin only
+    assert "digest for editor skipped: no e-mail address" in caplog.text
+    assert [m.to for m in mail.outbox] == [["admin@example.com"]]
+
+
+# --- the JSON list -----------------------------------------------------------------------------
+
+
+def test_the_json_digest_is_paginated(owned, editor, api_as):
+    api = api_as(editor)
+    first = api.get("short-term/digest/", query={"page_size": 1}).json()
+    assert (first["count"], first["pages"], len(first["flags"])) == (2, 2, 1)
+    assert first["flags"][0]["flag"] == "late" and first["next"].endswith("page=2")
+    second = api.get("short-term/digest/", query={"page_size": 1, "page": 2}).json()
+    assert second["flags"][0]["flag"] == "settled" and second["next"] is None
+    assert api.get("short-term/digest/", query={"page_size": 10_000}).status_code == 400
+    assert api.get("short-term/digest/", query={"page": 3}).status_code == 404
+
+
+def test_the_json_digest_needs_a_role(owned, outsider, api_as):
+    from django.test import Client
+
+    anonymous = Client().get("/api/v1/short-term/digest/")
+    assert anonymous.status_code == 401
+    assert api_as(outsider).get("short-term/digest/").status_code == 403
+    nul = api_as(outsider).get("short-term/digest/", query={"owner": "edi\x00tor"})
+    assert nul.status_code == 400
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_racing_for_the_same_owner_send_one_mail(owned, editor):
+    import threading
+    import time
+
+    from django.core.mail import send_mail as real_send_mail
+    from django.db import connection
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)  # the SMTP exchange: long enough for the other worker to arrive
+        return real_send_mail(*args, **kwargs)
+
+    results = []
+
+    def worker():
+        try:
+            results.append(digest.digest_send(editor))
+        finally:
+            connection.close()
+
+    with mock.patch.object(digest, "send_mail", side_effect=slow):
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert sorted(results) == [False, True]
+    assert [m.to for m in mail.outbox] == [["editor@example.com"]]
+    assert DigestDelivery.objects.filter(owner=editor).count() == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,139 @@ def test_odd_file_names_are_scanned_or_skipped_but_never_break_the_scan(tmp_path
     result = scanner.scan_tree(tmp_path, ["beta"], use_git=False)
     assert sorted(keys_of(result)) == [("beta", "back\\slash.py", 1), ("beta", "ünïcode.py", 1)]
     assert result.skipped_unreadable == 1
+
+
+# --- symbolic links, encodings, names, long lines ----------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A directory beside the scanned tree whose file uses a key: it must never be read."""
+    write(tmp_path, "outside/secret.py", "beta = 'outside the tree'\n")
+    return tmp_path / "outside"
+
+
+@pytest.mark.parametrize("use_git", [False, True])
+def test_symbolic_links_are_never_followed_and_loops_do_not_hang(tmp_path, outside, use_git):
+    root = tmp_path / "src"
+    write(root, "app/main.py", "beta\n")
+    (root / "to_outside").symlink_to(outside)  # a directory out of the tree
+    (root / "secret_link.py").symlink_to(outside / "secret.py")  # a file out of the tree
+    (root / "app" / "up").symlink_to("..")  # a directory loop
+    (root / "loop_a").symlink_to("loop_b")  # a loop of links
+    (root / "loop_b").symlink_to("loop_a")
+    (root / "dangling.py").symlink_to("missing.py")
+    if use_git:
+        git(root, "init", "-q")
+    result = scanner.scan_tree(root, ["beta"], use_git=use_git)
+    assert [(r.path, r.excerpt) for r in result.references] == [("app/main.py", "beta")]
+    assert result.files_scanned == 1
+    assert result.skipped_symlinks == 6
+    assert result.skipped_unreadable == 0
+
+
+def test_a_tracked_directory_replaced_by_a_link_out_of_the_tree_is_not_read(tmp_path, outside):
+    root = tmp_path / "src"
+    write(root, "app/main.py", "beta\n")
+    write(root, "conf/secret.py", "nothing here\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    # git ls-files still lists conf/secret.py (the index holds it) after conf becomes a link
+    # to a directory outside the tree holding a file of the same name.
+    (root / "conf" / "secret.py").unlink()
+    (root / "conf").rmdir()
+    (root / "conf").symlink_to(outside)
+    assert "conf/secret.py" in git(root, "ls-files")
+    result = scanner.scan_tree(root, ["beta"], use_git=True)
+    assert [r.path for r in result.references] == ["app/main.py"]
+    assert "outside the tree" not in " ".join(r.excerpt for r in result.references)
+    assert result.skipped_symlinks == 2  # conf/secret.py, and conf itself (untracked)
+
+
+def test_text_in_other_encodings_is_read_or_skipped_but_never_breaks_the_scan(tmp_path):
+    write(tmp_path, "latin1.py", "# café\nx = 'beta'  # naïve\n".encode("latin-1"))
+    write(tmp_path, "utf16.ps1", "# ü\r\nif ($beta) {}\r\n".encode("utf-16"))  # with a BOM
+    write(tmp_path, "utf16be.txt", b"\xfe\xff" + "\nbeta".encode("utf-16-be"))
+    write(tmp_path, "utf8bom.py", "\ufeffbeta = 1\n".encode())
+    write(tmp_path, "utf16_no_bom.txt", "beta\n".encode("utf-16-le"))  # NULs: binary
+    write(tmp_path, "invalid.py", b"\xc3\x28 beta \xa0\xa1\n")
+    result = scanner.scan_tree(tmp_path, ["beta"], use_git=False)
+    assert [(r.path, r.line, r.excerpt) for r in result.references] == [
+        ("invalid.py", 1, "\ufffd( beta \ufffd\ufffd"),
+        ("latin1.py", 2, "x = 'beta'  # na\ufffdve"),
+        ("utf16.ps1", 2, "if ($beta) {}"),
+        ("utf16be.txt", 2, "beta"),
+        ("utf8bom.py", 1, "beta = 1"),
+    ]
+    assert (result.files_scanned, result.skipped_binary) == (5, 1)
+
+
+def test_undecodable_and_control_characters_in_file_names_are_stored_escaped(
+    tmp_path, db, app, envs
+):
+    from flagdash.lifecycle import services
+    from flagdash.lifecycle.models import CodeReference, ScanSource
+    from tests.factories import make_flag
+
+    root = os.fsencode(tmp_path)
+    for name in (b"caf\xe9.py", b"caf\xe8.py", b"tab\there.py", "rtl\u202egnp.py".encode()):
+        with open(os.path.join(root, name), "wb") as handle:  # noqa: PTH118, PTH123
+            handle.write(b"beta\n")
+    result = scanner.scan_tree(tmp_path, ["beta"], use_git=False)
+    paths = [r.path for r in result.references]
+    assert paths == ["caf\\xe8.py", "caf\\xe9.py", "rtl\\u202egnp.py", "tab\\x09here.py"]
+    make_flag(app, "beta")
+    upload = services.clean_scan_upload(
+        app,
+        references=[
+            {"flag": r.flag, "path": r.path, "line": r.line, "excerpt": r.excerpt}
+            for r in result.references
+        ],
+        files_scanned=result.files_scanned,
+    )
+    services.code_scan_store(actor=None, application=app, upload=upload, source=ScanSource.CLI)
+    assert sorted(CodeReference.objects.values_list("path", flat=True)) == paths
+
+
+def test_a_megabyte_line_full_of_keys_is_scanned_quickly_with_short_excerpts():
+    keys = [f"key-{i}" for i in range(300)]
+    line = " ".join(keys * 20).encode()
+    data = b"x" * (scanner.MAX_FILE_BYTES - len(line) - 10) + b" " + line + b"\nkey-1\n"
+    pattern = scanner.compile_keys(keys)
+    started = time.monotonic()
+    refs = list(scanner.scan_bytes(data, pattern, "bundle.min.js"))
+    assert time.monotonic() - started < 1.0  # decoding the whole line per key took seconds
+    assert len(refs) == 301
+    assert all(len(r.excerpt) <= scanner.MAX_EXCERPT_CHARS for r in refs)
+    assert all(r.flag in r.excerpt for r in refs)
+    first = refs[0]
+    assert first.excerpt.startswith("…") and first.excerpt.endswith("…")
+    assert refs[-1].excerpt == "key-1"
+
+
+def test_excerpts_are_one_line_without_bidi_controls_whatever_the_line_holds():
+    pattern = scanner.compile_keys(["beta"])
+    data = "x = 'beta'\u2028\u202e// admin\u2066 \x0b\x0c\x85 end\n".encode()
+    (ref,) = scanner.scan_bytes(data, pattern, "a.py")
+    assert ref.excerpt.startswith("x = 'beta'")
+    assert not any(ch in ref.excerpt for ch in "\u2028\u202e\u2066\x0b\x0c\x85\n\r")
+
+
+def test_a_root_that_is_a_loop_of_links_is_refused_not_a_crash(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(scanner.ScanError):
+        scanner.scan_tree(tmp_path / "a", ["beta"])
+
+
+def test_parent_directories_are_checked_once_each_from_the_top(tmp_path):
+    write(tmp_path, "a/b/c/d.py", "")
+    (tmp_path / "x").symlink_to(tmp_path / "a")
+    cache: dict[bytes, bool] = {}
+    root = os.fsencode(tmp_path)
+    assert scanner.parents_are_directories(root, b"a/b/c/d.py", cache)
+    assert cache == {b"a": True, b"a/b": True, b"a/b/c": True}
+    assert not scanner.parents_are_directories(root, b"x/b/c/d.py", cache)
+    assert cache[b"x"] is False and cache[b"x/b/c"] is False
+    deep = b"/".join([b"d"] * 3000) + b"/f.py"  # no recursion limit to hit
+    assert not scanner.parents_are_directories(root, deep, cache)

@@ -74,7 +74,7 @@ class Command(BaseCommand):
     help = (
         "Find every use of an application's flag keys in a source tree (file, line, excerpt) "
         "and store it as the application's code references, replacing the previous scan. "
-        "Skips .git, what .gitignore ignores, binaries and files over 1 MiB."
+        "Skips .git, what .gitignore ignores, symbolic links, binaries and files over 1 MiB."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -145,6 +145,7 @@ class Command(BaseCommand):
             f"({'git ls-files' if result.listing == 'git' else '.gitignore rules'}; skipped "
             f"{result.skipped_binary} binary, {result.skipped_large} over 1 MiB"
             + (f", {result.skipped_unreadable} unreadable" if result.skipped_unreadable else "")
+            + (f", {result.skipped_symlinks} symbolic links" if result.skipped_symlinks else "")
             + f"): {len(result.references):,} references to {len(counts)} of "
             f"{len(keys)} flags" + (f" at {commit[:12]}" if commit else "") + "."
         )
