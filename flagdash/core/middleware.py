@@ -50,7 +50,9 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if "\x00" in request.path or any("\x00" in v for v in request.GET.values()):
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()
+        ):
             # PostgreSQL cannot compare with a NUL character: refuse it here, once.
             message = "The address contains a NUL character."
             if request.path.startswith("/api/"):

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.django_db
         "/apps/checkout/flags/?tag=a%00b",
         "/apps/%00/flags/",
         "/switch/?app=%00",
+        "/apps/checkout/short-term/?owner=a%00&owner=b",  # not only the last value
+        "/apps/checkout/flags/?a%00=1",  # nor only the values
     ],
 )
 def test_a_nul_character_in_the_address_is_a_400_not_a_500(viewer_client, app, url):
