@@ -77,29 +77,11 @@ def audit_record(
     """Append one event to the chain. Call it inside the transaction of the change."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records")
-    ctx = context.current()
-    actor_id, name = _actor_fields(actor)
-    _lock_chain()
-    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-    event = AuditEvent(
-        occurred_at=timezone.now(),
-        actor_id=actor_id,
-        actor_name=(actor_name if actor_name is not None else name)[:150],
-        action=str(action),
-        target_type=target_type,
-        target_id=str(target_id)[:64],
-        target_repr=target_repr[:200],
-        application_id=getattr(application, "pk", application),
-        environment_id=getattr(environment, "pk", environment),
-        flag_id=getattr(flag, "pk", flag),
-        before=before,
-        after=after,
-        request_id=ctx.request_id,
-        source=ctx.source,
-        client_ip=ctx.client_ip,
-        prev_hash=last or GENESIS,
+    entry = AuditEntry(
+        action, target_type, target_id, target_repr, application, environment, flag, before, after
     )
-    event.hash = event_digest(event)
+    _lock_chain()
+    event = _chained_event(entry, actor, actor_name, _chain_head(), timezone.now())
     event.save(force_insert=True)
     return event
 
@@ -119,6 +101,39 @@ class AuditEntry:
     after: Any = None
 
 
+def _chain_head() -> str:
+    """The hash of the chain's last event (call with the chain locked)."""
+    return AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+
+
+def _chained_event(
+    entry: AuditEntry, actor: Any, actor_name: str | None, prev: str, now: Any
+) -> AuditEvent:
+    """The unsaved event for ``entry``, following ``prev`` in the chain, hash computed."""
+    ctx = context.current()
+    actor_id, name = _actor_fields(actor)
+    event = AuditEvent(
+        occurred_at=now,
+        actor_id=actor_id,
+        actor_name=(actor_name if actor_name is not None else name)[:150],
+        action=str(entry.action),
+        target_type=entry.target_type,
+        target_id=str(entry.target_id)[:64],
+        target_repr=entry.target_repr[:200],
+        application_id=getattr(entry.application, "pk", entry.application),
+        environment_id=getattr(entry.environment, "pk", entry.environment),
+        flag_id=getattr(entry.flag, "pk", entry.flag),
+        before=entry.before,
+        after=entry.after,
+        request_id=ctx.request_id,
+        source=ctx.source,
+        client_ip=ctx.client_ip,
+        prev_hash=prev,
+    )
+    event.hash = event_digest(event)
+    return event
+
+
 def audit_record_many(
     *, actor: Any, entries: Sequence[AuditEntry], actor_name: str | None = None
 ) -> list[AuditEvent]:
@@ -129,32 +144,13 @@ def audit_record_many(
         raise RuntimeError("audit_record_many must run inside the transaction of the change")
     if not entries:
         return []
-    ctx = context.current()
-    actor_id, name = _actor_fields(actor)
     _lock_chain()
-    prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+    prev = _chain_head()
     now = timezone.now()
     events = []
     for entry in entries:
-        event = AuditEvent(
-            occurred_at=now,
-            actor_id=actor_id,
-            actor_name=(actor_name if actor_name is not None else name)[:150],
-            action=str(entry.action),
-            target_type=entry.target_type,
-            target_id=str(entry.target_id)[:64],
-            target_repr=entry.target_repr[:200],
-            application_id=getattr(entry.application, "pk", entry.application),
-            environment_id=getattr(entry.environment, "pk", entry.environment),
-            flag_id=getattr(entry.flag, "pk", entry.flag),
-            before=entry.before,
-            after=entry.after,
-            request_id=ctx.request_id,
-            source=ctx.source,
-            client_ip=ctx.client_ip,
-            prev_hash=prev,
-        )
-        event.hash = prev = event_digest(event)
+        event = _chained_event(entry, actor, actor_name, prev, now)
+        prev = event.hash
         events.append(event)
     # bulk_create inserts in list order, so ids follow the chain (iter_chain walks by id).
     return AuditEvent.objects.bulk_create(events, batch_size=BULK_BATCH)

@@ -380,10 +380,13 @@ def test_the_archive_page_names_keys_that_are_not_this_applications_flags_and_ch
     assert '<input type="hidden" name="flag" value="promo">' in response.content.decode()
     assert not Flag.objects.filter(archived_at__isnull=False).exists()
     assert not Cleanup.objects.exists()
-    # the confirmation page (GET) says the same (the NUL key first: the middleware refuses a
-    # NUL in the last value of a query parameter before any view runs)
-    response = admin_client.get(url, {"flag": list(reversed(keys))})
-    assert response.status_code == 422 and message in response.content.decode()
+    # the confirmation page (GET) says the same; a NUL anywhere in the address is refused by
+    # the middleware before any view runs
+    response = admin_client.get(url, {"flag": keys})
+    if any("\x00" in key for key in keys):
+        assert response.status_code == 400 and b"NUL character" in response.content
+    else:
+        assert response.status_code == 422 and message in response.content.decode()
 
 
 def test_restoring_keys_of_another_application_is_refused(live, app, billing, admin_user, api_as):
