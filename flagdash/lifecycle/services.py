@@ -340,6 +340,21 @@ def _protected_environments_using(
     return found
 
 
+def _cleanup_record(
+    actor: Any, application: Application, action: str, flags: list[Flag], keys: list[str]
+) -> Cleanup:
+    """The Cleanup row of one archive or restore, linked to its flags."""
+    cleanup = Cleanup.objects.create(
+        application=application,
+        action=action,
+        flag_keys=keys,
+        actor=actor,
+        actor_name=_actor_name(actor),
+    )
+    cleanup.flags.set(flags)
+    return cleanup
+
+
 def _mark_archived(actor: Any, flags: Sequence[Flag], *, archived: bool) -> None:
     """``flag_services.mark_archived`` for many flags: one UPDATE and one batch of audit
     events. The caller has locked the flags and checked their state and permissions."""
@@ -430,14 +445,7 @@ def flags_archive(*, actor: Any, application: Application, flags: Sequence[Flag]
                 f"Only admins can archive a flag live in a protected environment ({where})."
             )
     _mark_archived(actor, locked, archived=True)
-    cleanup = Cleanup.objects.create(
-        application=application,
-        action=CleanupAction.ARCHIVE,
-        flag_keys=keys,
-        actor=actor,
-        actor_name=_actor_name(actor),
-    )
-    cleanup.flags.set(locked)
+    cleanup = _cleanup_record(actor, application, CleanupAction.ARCHIVE, locked, keys)
     deployments = []
     message = f"Archive {_names(keys)}"
     for env, base, document, present in plans:
@@ -519,14 +527,7 @@ def flags_restore(*, actor: Any, application: Application, flags: Sequence[Flag]
             )
     _mark_archived(actor, locked, archived=False)
     keys = [f.key for f in locked]
-    cleanup = Cleanup.objects.create(
-        application=application,
-        action=CleanupAction.RESTORE,
-        flag_keys=keys,
-        actor=actor,
-        actor_name=_actor_name(actor),
-    )
-    cleanup.flags.set(locked)
+    cleanup = _cleanup_record(actor, application, CleanupAction.RESTORE, locked, keys)
     deployments = []
     message = f"Restore {_names(keys)}"
     for env, base, document, missing in plans:
